@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine (see README): `make run` and `make test`.
+# Each builds the virtual environment it needs; torch's CPU wheel goes in first so that
+# no resolver pulls the CUDA build.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+
+.PHONY: run test lint venv clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/avemo-edge doctor
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

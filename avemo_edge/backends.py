@@ -1,0 +1,87 @@
+"""Inference backends behind one small interface, chosen by name.
+
+A backend runs one streaming step for one stream (batch 1) on numpy arrays:
+
+    logits, alpha, beta, state = backend.step(face, audio, state)
+
+`face` is (C, S, S) float32 in [0, 1] or None; `audio` is a (64, N) log-mel slice or None; the
+state is opaque to callers (start from `backend.init_state()`). A missing modality is passed to
+the network as a zero input with its mask off, so every backend runs the same fixed graph.
+Warm-up happens in the constructor, so the first real step is not slower than the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .errors import AvemoError
+from .model import ModelDims
+
+
+class Backend(Protocol):
+    name: str
+    dims: ModelDims
+    classes: tuple[str, ...]
+
+    def init_state(self) -> Any: ...
+
+    def step(
+        self, face: np.ndarray | None, audio: np.ndarray | None, state: Any
+    ) -> tuple[np.ndarray, float, float, Any]: ...
+
+
+class TorchBackend:
+    """The checkpoint's network in torch; `precision` 'fp32' or 'bf16' (CPU autocast) or 'fp16' (CUDA)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "cpu", precision: str = "fp32", warmup: int = 3) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise AvemoError(f"torch precision must be fp32, bf16 or fp16, not {precision!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise AvemoError(f"device {device!r} was asked for but torch sees no CUDA device")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise AvemoError("fp16 in torch needs a CUDA device; use bf16 on a CPU")
+        self.device, self.precision = torch.device(device), precision
+        self.model = checkpoint.build(self.device)
+        self.dims, self.classes = checkpoint.dims, checkpoint.classes
+        d = self.dims
+        self._zero_face = torch.zeros(1, d.face_channels, d.face_size, d.face_size, device=self.device)
+        self._zero_audio = torch.zeros(1, d.n_mels, d.slice_frames, device=self.device)
+        state = self.init_state()
+        for _ in range(warmup):
+            self.step(np.zeros((d.face_channels, d.face_size, d.face_size), np.float32),
+                      np.zeros((d.n_mels, d.slice_frames), np.float32), state)  # fmt: skip
+
+    def init_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.init_state(1)
+
+    @torch.inference_mode()
+    def step(
+        self, face: np.ndarray | None, audio: np.ndarray | None, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[np.ndarray, float, float, tuple[torch.Tensor, torch.Tensor]]:
+        dev = self.device
+        f = self._zero_face if face is None else torch.as_tensor(face, device=dev)[None]
+        a = self._zero_audio if audio is None else torch.as_tensor(audio, device=dev)[None]
+        fm = torch.tensor([face is not None], device=dev)
+        am = torch.tensor([audio is not None], device=dev)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            logits, alpha, beta, state = self.model.step(f, a, state, fm, am)
+        state = (state[0].float(), state[1].float())
+        return logits[0].float().cpu().numpy(), float(alpha[0]), float(beta[0]), state
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {"torch": TorchBackend}
+
+
+def create_backend(name: str, model_path: str, **options: Any) -> Backend:
+    """Build the backend called `name` for the checkpoint at `model_path`."""
+    if name not in BACKENDS:
+        raise AvemoError(f"unknown backend {name!r}; choose one of {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name](load_checkpoint(model_path), **options)

@@ -1,0 +1,138 @@
+"""Self-describing checkpoints: the network, its dimensions, preprocessing and classes in one file.
+
+Like whisper's checkpoints, `load_model(path)` rebuilds the network from the file alone. The
+file is a plain dict that `torch.load(weights_only=True)` can read (no pickled code), with a
+sha256 over the metadata and every tensor, so that a truncated or edited file is refused with
+one sentence instead of loading wrong weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .audio import preprocessing_constants
+from .errors import CheckpointError
+from .face import FACE_MARGIN
+from .model import EMOTIONS, AVEmotionNet, ModelDims
+
+FORMAT = "avemo-edge-checkpoint"
+FORMAT_VERSION = 1
+
+
+def face_constants(dims: ModelDims) -> dict[str, Any]:
+    return {"size": dims.face_size, "channels": dims.face_channels, "margin": FACE_MARGIN, "range": "0-1"}
+
+
+def _digest(header: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    dims: ModelDims
+    state_dict: dict[str, torch.Tensor]
+    classes: tuple[str, ...] = EMOTIONS
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    path: Path | None = None
+
+    def build(self, device: str | torch.device = "cpu") -> AVEmotionNet:
+        """The network with these weights, in float32 and eval mode."""
+        model = AVEmotionNet(self.dims)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {self.path} does not fit the network its dimensions describe "
+                f"(missing {len(missing)} tensors such as {missing[:2]}, unexpected {unexpected[:2]})"
+            )
+        return model.to(device).eval()
+
+
+def save_checkpoint(
+    path: str | Path, model: AVEmotionNet, meta: dict[str, Any] | None = None, half: bool = False
+) -> str:
+    """Write `model` with its description to `path`; `half` stores float weights as fp16. Returns the sha256."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()
+    }
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "avemo_edge_version": __version__,
+        "dims": asdict(model.dims),
+        "classes": list(EMOTIONS[: model.dims.n_classes]),
+        "preprocessing": {"audio": preprocessing_constants(), "face": face_constants(model.dims)},
+        "meta": meta or {},
+    }
+    json.dumps(header)  # meta must be plain JSON so that the digest and weights_only loading work
+    digest = _digest(header, state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({**header, "state_dict": state, "sha256": digest}, tmp)
+    tmp.replace(path)  # a crash mid-write never leaves a half-written checkpoint under the real name
+    return digest
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint; every failure is a CheckpointError with one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to a user
+        why = (
+            "it holds pickled objects that weights-only loading refuses"
+            if "Unsupported global" in str(e)
+            else "it is truncated, corrupt or not written by torch.save"
+        )
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file: {why}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not an avemo-edge checkpoint (no '{FORMAT}' header)")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {obj.get('format_version')}, this runtime reads {FORMAT_VERSION}"
+        )
+    state = obj.get("state_dict")
+    header = {k: v for k, v in obj.items() if k not in ("state_dict", "sha256")}
+    if not isinstance(state, dict) or _digest(header, state) != obj.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} fails its sha256 check: the file was altered or is corrupt")
+    audio = header["preprocessing"]["audio"]
+    for key, value in preprocessing_constants().items():
+        if audio.get(key) != value:
+            raise CheckpointError(
+                f"checkpoint {path} was made with audio {key}={audio.get(key)!r} "
+                f"but this runtime computes {key}={value!r}"
+            )
+    known = {f.name for f in fields(ModelDims)}
+    unknown = sorted(set(header["dims"]) - known)
+    if unknown:
+        raise CheckpointError(f"checkpoint {path} describes model dimensions this runtime does not know: {unknown}")
+    try:
+        dims = ModelDims(**header["dims"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} has invalid model dimensions: {e}") from e
+    classes = tuple(header["classes"])
+    if len(classes) != dims.n_classes:
+        raise CheckpointError(f"checkpoint {path} names {len(classes)} classes for a {dims.n_classes}-way output")
+    return Checkpoint(dims, state, classes, header["preprocessing"], header["meta"], obj["sha256"], path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> AVEmotionNet:
+    """Rebuild the network from a checkpoint file alone (eval mode)."""
+    return load_checkpoint(path).build(device)

@@ -1,0 +1,12 @@
+"""Errors a user can cause and fix. Each message is one sentence naming the input and the problem.
+
+Library code raises these; only `cli.py` turns them into an exit code.
+"""
+
+
+class AvemoError(Exception):
+    """Base class: the CLI prints the message alone, without a traceback."""
+
+
+class CheckpointError(AvemoError):
+    """A checkpoint that cannot be read, was altered, or does not fit this runtime."""

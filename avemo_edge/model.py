@@ -1,0 +1,288 @@
+"""The audio-visual emotion network of the paper (section 3.2), in torch only, with no I/O.
+
+    face (B, C, S, S) --ResNet-18--> v (B, 128), L2-normalised
+    log-mel slice (B, 64, N) --3 conv--> (B, 512) --2-layer LSTM--> (B, 128) = a
+    z = [v; a];  alpha = sigmoid(W_a z + b_a);  beta = sigmoid(W_b z + b_b)
+    f = alpha v + beta a  --128 -> 64 (ReLU, dropout) -> 7--> logits
+
+Streaming state is explicit: `step(face, audio, state)` returns `(logits, alpha, beta, state)`,
+and `forward` over a whole clip gives the same numbers as stepping through it (for the
+unidirectional model). A missing modality is a mask: its embedding is zeroed, its gate is
+forced to 0, and when audio is missing the LSTM state passes through unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# neutral and calm are merged (paper 3.1); the order is the model's output order.
+EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+State = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers * directions, B, hidden)
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Everything needed to rebuild the network; saved inside every checkpoint."""
+
+    face_size: int = 48
+    face_channels: int = 1
+    # "imagenet": 7x7/2 conv + 3x3/2 max-pool, for the paper's 224 px faces;
+    # "small": one 3x3/1 conv and no pooling (as ResNets for 32 px CIFAR images), for 48-96 px.
+    face_stem: str = "small"
+    n_mels: int = 64
+    slice_frames: int = 10
+    embed_dim: int = 128
+    lstm_hidden: int = 128
+    lstm_layers: int = 2
+    bidirectional: bool = False
+    fusion_hidden: int = 64
+    n_classes: int = len(EMOTIONS)
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.face_stem not in ("imagenet", "small"):
+            raise ValueError(f"face_stem must be 'imagenet' or 'small', not {self.face_stem!r}")
+        if self.face_channels not in (1, 3):
+            raise ValueError(f"face_channels must be 1 (grey) or 3 (RGB), not {self.face_channels}")
+        min_size = 32 if self.face_stem == "imagenet" else 8
+        if self.face_size < min_size:
+            raise ValueError(
+                f"face_size {self.face_size} is too small for the {self.face_stem!r} stem (min {min_size})"
+            )
+        if self.n_mels % 8:
+            raise ValueError(f"n_mels must be a multiple of 8 (three 2x frequency poolings), not {self.n_mels}")
+        if self.slice_frames < 1 or self.lstm_layers < 1:
+            raise ValueError("slice_frames and lstm_layers must be at least 1")
+
+
+PAPER_DIMS = ModelDims(face_size=224, face_channels=3, face_stem="imagenet")
+
+
+# --- visual branch: ResNet-18 (He et al. 2016), as torchvision's resnet.py -----------------
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)
+
+
+class VisualEncoder(nn.Module):
+    """ResNet-18 (BasicBlock x [2, 2, 2, 2]) without its 1000-way head, projected to 128-D."""
+
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__()
+        c = dims.face_channels
+        if dims.face_stem == "imagenet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            )  # fmt: skip
+        else:
+            self.stem = nn.Sequential(conv3x3(c, 64), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.layer1 = self._make_layer(64, 64, stride=1)
+        self.layer2 = self._make_layer(64, 128, stride=2)
+        self.layer3 = self._make_layer(128, 256, stride=2)
+        self.layer4 = self._make_layer(256, 512, stride=2)
+        self.proj = nn.Linear(512, dims.embed_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @staticmethod
+    def _make_layer(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, 64, S/4, S/4) imagenet stem, (B, 64, S, S) small stem
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 512, s, s)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 512)
+        return F.normalize(self.proj(x), dim=-1)  # (B, 128), unit length (paper 3.2)
+
+
+# --- audio branch: 3 conv layers + stateful LSTM ----------------------------------------------
+def _conv_bn_lrelu_pool(cin: int, cout: int, k: int, pool: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01, inplace=True),
+        nn.MaxPool2d(pool),
+    )  # fmt: skip
+
+
+class AudioEncoder(nn.Module):
+    """Per-step CNN on a (64, N) log-mel slice, then an LSTM across steps, projected to 128-D.
+
+    The paper's strides (2, 2, 2 plus a 2x2 max-pool after each conv) would shrink a 10-frame
+    slice to nothing along time after the first layer. Here the convolutions keep stride 1 and
+    only the pooling reduces: 2x2 after the first conv, then 2x1 (frequency only) after the
+    second and third, and the remaining time axis is averaged. A (64, 10) slice becomes
+    (32, 64, 5) -> (32, 32, 5) -> (64, 8, 5) -> 64 x 8 = 512 features per step.
+    """
+
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__()
+        self.dims = dims
+        # Per-band normalisation statistics from the training set (paper 3.1.3), set by training.
+        self.register_buffer("mel_mean", torch.zeros(dims.n_mels))
+        self.register_buffer("mel_std", torch.ones(dims.n_mels))
+        self.cnn = nn.Sequential(
+            _conv_bn_lrelu_pool(1, 32, 5, (2, 2)),
+            _conv_bn_lrelu_pool(32, 32, 3, (2, 1)),
+            _conv_bn_lrelu_pool(32, 64, 3, (2, 1)),
+        )
+        self.n_features = 64 * (dims.n_mels // 8)
+        self.lstm = nn.LSTM(
+            self.n_features, dims.lstm_hidden, dims.lstm_layers, batch_first=True,
+            dropout=dims.dropout if dims.lstm_layers > 1 else 0.0, bidirectional=dims.bidirectional,
+        )  # fmt: skip
+        self.drop = nn.Dropout(dims.dropout)  # after the last LSTM layer too (paper: after each)
+        self.proj = nn.Linear(dims.lstm_hidden * (2 if dims.bidirectional else 1), dims.embed_dim)
+
+    def slice_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, 64, N) log-mel -> (B, T, 512) per-step features."""
+        b, t, m, n = x.shape
+        x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+        x = self.cnn(x.reshape(b * t, 1, m, n))  # (B*T, 64, 8, N/2)
+        return x.mean(dim=-1).reshape(b, t, self.n_features)  # (B, T, 512)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """(B, T, 64, N) and (h, c) -> embeddings (B, T, 128) and the state after step T."""
+        out, state = self.lstm(self.slice_features(x), state)  # (B, T, H * directions)
+        return self.proj(self.drop(out)), state
+
+
+# --- fusion -------------------------------------------------------------------------------
+class FusionHead(nn.Module):
+    """Sigmoid gates alpha (visual) and beta (audio) from z = [v; a], then a 128 -> 64 -> 7 MLP."""
+
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__()
+        self.gate_v = nn.Linear(2 * dims.embed_dim, 1)  # W_alpha, b_alpha (paper eq. 1)
+        self.gate_a = nn.Linear(2 * dims.embed_dim, 1)  # W_beta, b_beta
+        self.classifier = nn.Sequential(
+            nn.Linear(dims.embed_dim, dims.fusion_hidden), nn.ReLU(inplace=True), nn.Dropout(dims.dropout),
+            nn.Linear(dims.fusion_hidden, dims.n_classes),
+        )  # fmt: skip
+
+    def forward(
+        self, v: torch.Tensor, a: torch.Tensor, face_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """v, a (..., 128); masks (...) bool -> logits (..., 7), alpha (...), beta (...)."""
+        mv = face_mask.unsqueeze(-1).to(v.dtype)
+        ma = audio_mask.unsqueeze(-1).to(a.dtype)
+        v, a = v * mv, a * ma
+        z = torch.cat([v, a], dim=-1)  # (..., 256)
+        alpha = torch.sigmoid(self.gate_v(z)) * mv  # (..., 1), 0 when the face is missing
+        beta = torch.sigmoid(self.gate_a(z)) * ma
+        f = alpha * v + beta * a  # (..., 128), paper eq. 2
+        return self.classifier(f), alpha.squeeze(-1), beta.squeeze(-1)
+
+
+class AVEmotionNet(nn.Module):
+    def __init__(self, dims: ModelDims | None = None) -> None:
+        super().__init__()
+        self.dims = dims or ModelDims()
+        self.visual = VisualEncoder(self.dims)
+        self.audio = AudioEncoder(self.dims)
+        self.fusion = FusionHead(self.dims)
+
+    def init_state(self, batch: int = 1) -> State:
+        d = self.dims
+        p = next(self.parameters())
+        shape = (d.lstm_layers * (2 if d.bidirectional else 1), batch, d.lstm_hidden)
+        return torch.zeros(shape, device=p.device, dtype=p.dtype), torch.zeros(shape, device=p.device, dtype=p.dtype)
+
+    def encode_faces(self, faces: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, S, S) faces -> (B, T, 128); only the present faces go through the ResNet."""
+        b, t = mask.shape
+        v = faces.new_zeros(b, t, self.dims.embed_dim)
+        if mask.any():
+            v[mask] = self.visual(faces[mask]).to(v.dtype)
+        return v
+
+    def encode_audio(self, audio: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """(B, T, 64, N) -> (B, T, 128) and the new state; a masked step leaves the state alone."""
+        if bool(mask.all()):
+            return self.audio(audio, state)
+        if bool((mask == mask[:, :1]).all()):  # whole streams missing (modality dropout)
+            a, (h, c) = self.audio(audio, state)
+            keep = mask[:, 0].view(1, -1, 1)
+            return a, (torch.where(keep, h, state[0]), torch.where(keep, c, state[1]))
+        outs = []  # gaps inside a stream: step through so that the gaps do not touch the state
+        for i in range(audio.shape[1]):
+            a, (h, c) = self.audio(audio[:, i : i + 1], state)
+            keep = mask[:, i].view(1, -1, 1)
+            state = (torch.where(keep, h, state[0]), torch.where(keep, c, state[1]))
+            outs.append(a)
+        return torch.cat(outs, dim=1), state
+
+    def forward(
+        self,
+        faces: torch.Tensor | None,
+        audio: torch.Tensor | None,
+        face_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        state: State | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+        """A clip of T steps.
+
+        faces (B, T, C, S, S) in [0, 1] or None; audio (B, T, 64, N) log-mel or None; masks
+        (B, T) bool, True where the modality is present (default: present when given).
+        Returns logits (B, T, 7), alpha (B, T), beta (B, T) and the LSTM state after step T.
+        """
+        ref = faces if faces is not None else audio
+        if ref is None:
+            raise ValueError("a step needs a face, audio, or both; both were None")
+        b, t = ref.shape[:2]
+        if face_mask is None:
+            face_mask = torch.full((b, t), faces is not None, dtype=torch.bool, device=ref.device)
+        if audio_mask is None:
+            audio_mask = torch.full((b, t), audio is not None, dtype=torch.bool, device=ref.device)
+        if state is None:
+            state = self.init_state(b)
+        e = self.dims.embed_dim
+        v = self.encode_faces(faces, face_mask) if faces is not None else ref.new_zeros(b, t, e)
+        if audio is not None:
+            a, state = self.encode_audio(audio, audio_mask, state)
+        else:
+            a = ref.new_zeros(b, t, e)
+        logits, alpha, beta = self.fusion(v, a, face_mask, audio_mask)
+        return logits, alpha, beta, state
+
+    def step(
+        self,
+        face: torch.Tensor | None,
+        audio: torch.Tensor | None,
+        state: State | None = None,
+        face_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+        """One 100 ms step: face (B, C, S, S) or None, audio (B, 64, N) or None, (h, c) or None.
+
+        Returns logits (B, 7), alpha (B,), beta (B,) and the new state.
+        """
+        if self.dims.bidirectional:
+            raise ValueError("a bidirectional model sees the future and cannot stream; train a unidirectional one")
+        unsq = lambda x: None if x is None else x.unsqueeze(1)  # noqa: E731
+        logits, alpha, beta, state = self.forward(unsq(face), unsq(audio), unsq(face_mask), unsq(audio_mask), state)
+        return logits[:, 0], alpha[:, 0], beta[:, 0], state
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

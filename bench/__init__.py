@@ -1,0 +1,1 @@
+"""bench for avemo-edge (see the README)."""

@@ -1,0 +1,1 @@
+"""export for avemo-edge (see the README)."""

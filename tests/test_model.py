@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from avemo_edge.model import EMOTIONS, PAPER_DIMS, AVEmotionNet, ModelDims, count_parameters
+
+
+def clip(dims, b=2, t=7):
+    faces = torch.rand(b, t, dims.face_channels, dims.face_size, dims.face_size)
+    audio = torch.randn(b, t, dims.n_mels, dims.slice_frames)
+    return faces, audio
+
+
+@pytest.mark.parametrize(
+    "dims", [ModelDims(), ModelDims(face_size=64), PAPER_DIMS], ids=["48grey", "64grey", "paper224"]
+)
+def test_step_by_step_equals_whole_clip(dims):
+    model = AVEmotionNet(dims).eval()
+    faces, audio = clip(dims, t=5)
+    with torch.no_grad():
+        logits, alpha, beta, state = model(faces, audio)
+        s, steps = None, []
+        for i in range(faces.shape[1]):
+            out, a, b, s = model.step(faces[:, i], audio[:, i], s)
+            steps.append(out)
+    assert logits.shape == (2, 5, 7)
+    assert torch.allclose(torch.stack(steps, 1), logits, atol=1e-5)
+    assert torch.allclose(s[0], state[0], atol=1e-6) and torch.allclose(s[1], state[1], atol=1e-6)
+
+
+def test_masked_steps_equal_whole_clip_and_keep_state():
+    model = AVEmotionNet().eval()
+    faces, audio = clip(model.dims)
+    fm = torch.tensor([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    am = torch.tensor([[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        logits, alpha, beta, state = model(faces, audio, fm, am)
+        s, steps = None, []
+        for i in range(7):
+            out, _, _, s_new = model.step(faces[:, i], audio[:, i], s, fm[:, i], am[:, i])
+            if s is not None:  # a step without audio leaves the LSTM state untouched
+                for row in range(2):
+                    if not am[row, i]:
+                        assert torch.equal(s_new[0][:, row], s[0][:, row])
+            s = s_new
+            steps.append(out)
+    assert torch.allclose(torch.stack(steps, 1), logits, atol=1e-5)
+    assert torch.all(alpha[~fm] == 0) and torch.all(beta[~am] == 0)
+
+
+def test_gates_in_unit_interval_and_missing_modalities():
+    model = AVEmotionNet().eval()
+    faces, audio = clip(model.dims)
+    with torch.no_grad():
+        _, alpha, beta, _ = model(faces * 10, audio * 50)
+        assert alpha.min() >= 0 and alpha.max() <= 1 and beta.min() >= 0 and beta.max() <= 1
+        logits, alpha, beta, _ = model(None, audio)  # no camera
+        assert torch.all(alpha == 0) and torch.all(beta > 0) and torch.isfinite(logits).all()
+        logits, alpha, beta, _ = model(faces, None)  # no microphone
+        assert torch.all(beta == 0) and torch.all(alpha > 0)
+    with pytest.raises(ValueError, match="both were None"):
+        model(None, None)
+
+
+def test_whole_stream_missing_in_a_batch_uses_fast_path_and_keeps_state():
+    model = AVEmotionNet().eval()
+    faces, audio = clip(model.dims)
+    am = torch.tensor([[True] * 7, [False] * 7])
+    with torch.no_grad():
+        s0 = model.init_state(2)
+        s0 = (torch.randn_like(s0[0]), torch.randn_like(s0[1]))
+        _, _, beta, s = model(faces, audio, None, am, s0)
+    assert torch.equal(s[0][:, 1], s0[0][:, 1]) and not torch.equal(s[0][:, 0], s0[0][:, 0])
+    assert torch.all(beta[1] == 0)
+
+
+def test_bidirectional_trains_offline_but_refuses_to_stream():
+    model = AVEmotionNet(ModelDims(bidirectional=True)).eval()
+    faces, audio = clip(model.dims)
+    logits, *_ = model(faces, audio)
+    assert logits.shape == (2, 7, 7)
+    with pytest.raises(ValueError, match="cannot stream"):
+        model.step(faces[:, 0], audio[:, 0])
+
+
+def test_visual_embedding_is_unit_length_and_resnet18_sized():
+    model = AVEmotionNet(PAPER_DIMS).eval()
+    v = model.visual(torch.rand(3, 3, 224, 224))
+    assert v.shape == (3, 128) and torch.allclose(v.norm(dim=-1), torch.ones(3), atol=1e-5)
+    resnet = count_parameters(model.visual) - count_parameters(model.visual.proj)
+    assert resnet == 11_176_512  # torchvision resnet18 minus its 1000-way fc (11,689,512 - 513,000)
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [({"face_stem": "vgg"}, "face_stem"), ({"face_channels": 2}, "face_channels"), ({"n_mels": 60}, "multiple of 8")],
+)
+def test_unsupported_dims_rejected_with_a_sentence(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        ModelDims(**kwargs)
+
+
+def test_seven_classes():
+    assert EMOTIONS == ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")

@@ -1,0 +1,1 @@
+"""training for avemo-edge (see the README)."""
