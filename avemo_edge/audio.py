@@ -242,6 +242,13 @@ class AudioChunker:
         return torch.cat(out)
 
 
+def step_count(n_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """How many 100 ms steps `log_mel_slices` gives for a recording of `n_samples` samples."""
+    n16 = math.ceil(n_samples * SAMPLE_RATE / sample_rate)
+    full, rest = divmod(n16, STEP_SAMPLES)
+    return full + (rest >= STEP_SAMPLES // 2)
+
+
 def log_mel_slices(
     samples: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE, channels: int = 1
 ) -> torch.Tensor:

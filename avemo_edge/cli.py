@@ -16,7 +16,7 @@ from rich.table import Table
 from .errors import AvemoError
 
 app = typer.Typer(help="Real-time audio-visual emotion recognition for edge devices.", no_args_is_help=True)
-console = Console()
+console = Console(width=max(100, Console().width))
 
 
 @app.command()
@@ -49,6 +49,35 @@ def info(checkpoint: Path = typer.Argument(..., help="an avemo-edge checkpoint (
         "meta": ckpt.meta,
     }
     console.print_json(json.dumps(out))
+
+
+@app.command()
+def prepare(
+    sources: list[Path] = typer.Argument(
+        ..., help="RAVDESS folder(s), FER+ folder, or <split>/<emotion>/ image folders"
+    ),
+    out: Path = typer.Option(Path("cache"), help="cache folder"),
+    face_size: int = typer.Option(48, help="face crop side in pixels (the model's face_size)"),
+    face_channels: int = typer.Option(1, help="1 grey or 3 RGB (the model's face_channels)"),
+) -> None:
+    """Decode data sets once into a compact training cache (resumable; bad files are skipped and counted)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from training.prepare import FaceSpec
+    from training.prepare import prepare as run_prepare
+    from training.report import print_prepare_summary
+
+    if face_channels not in (1, 3):
+        raise typer.BadParameter(f"--face-channels must be 1 or 3, not {face_channels}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+
+        def progress(desc: str, total: int):  # noqa: ANN202
+            task = bar.add_task(desc, total=total)
+            return lambda: bar.advance(task)
+
+        summary = run_prepare(sources, out, FaceSpec(face_size, face_channels), progress)
+    print_prepare_summary(summary, console)
 
 
 def main() -> None:

@@ -140,3 +140,11 @@ def test_bad_samples_are_refused_with_a_sentence():
         A.to_float_mono(np.zeros(5, np.int16), channels=2)
     with pytest.raises(ValueError, match="dtype"):
         A.to_float_mono(np.zeros(5, np.complex64))
+
+
+@pytest.mark.parametrize(
+    "n, sr", [(16000, 16000), (16799, 16000), (16800, 16000), (44100 * 2 + 7, 44100), (799, 16000)]
+)
+def test_step_count_matches_slices(n, sr):
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
+    assert A.step_count(n, sr) == A.log_mel_slices(x, sample_rate=sr).shape[0]
