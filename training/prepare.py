@@ -151,11 +151,12 @@ def _prepare_performance(files: dict[int, RavdessFile], cropper: FaceCropper, su
         try:
             audio, audio_src = _audio_16k(f.path), f.path
         except MediaError as e:
-            reason = "no audio track" if "no audio track" in str(e) else str(e)
-            if f.modality == 1 and files.get(3) is not None and reason == "no audio track":
-                summary.notes.append(f"{f.path}: no audio track, used {files[3].path.name} instead")
+            if "no audio track" not in str(e):
+                summary.skip(f.path, str(e))
+            elif files.get(3) is not None:
+                summary.notes.append(f"{f.path}: no audio track; used {files[3].path.name} instead")
             else:
-                summary.skip(f.path, reason)
+                summary.notes.append(f"{f.path}: no audio track; kept as a video-only clip")
     n_steps = step_count(len(audio)) if audio is not None else None
     faces = mask = None
     if video_src is not None:
