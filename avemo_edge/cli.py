@@ -80,6 +80,40 @@ def prepare(
     print_prepare_summary(summary, console)
 
 
+def _progress_factory(bar):  # noqa: ANN001, ANN202
+    def progress(desc: str, total: int):  # noqa: ANN202
+        task = bar.add_task(desc, total=total, status="")
+        return lambda status="": bar.update(task, advance=1, status=status)
+
+    return progress
+
+
+def _progress_bar():  # noqa: ANN202
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*cols, TextColumn("{task.fields[status]}"), console=console, transient=True)
+
+
+@app.command()
+def train(
+    stage: str = typer.Argument(..., help="visual | audio | joint"),
+    config: Path = typer.Option(None, help="a TOML or JSON file of training settings"),
+    set_: list[str] = typer.Option([], "--set", help="override one setting, key=value (repeatable)"),
+    cache: Path = typer.Option(Path("cache"), help="the folder `avemo-edge prepare` wrote"),
+    out: Path = typer.Option(None, help="run folder (default runs/<stage>)"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its last epoch"),
+) -> None:
+    """Train one stage with the paper's recipe; checkpoints every epoch, resumable."""
+    from training.config import load_config
+    from training.train import train as run_train
+
+    base = {"stage": stage, "cache": str(cache), "out": str(out or Path("runs") / stage)}
+    cfg = load_config(config, set_, **base)
+    with _progress_bar() as bar:
+        run_train(cfg, resume=resume, progress=_progress_factory(bar), echo=console.print)
+
+
 def main() -> None:
     try:
         app()

@@ -32,7 +32,8 @@ class ModelDims:
     face_size: int = 48
     face_channels: int = 1
     # "imagenet": 7x7/2 conv + 3x3/2 max-pool, for the paper's 224 px faces;
-    # "small": one 3x3/1 conv and no pooling (as ResNets for 32 px CIFAR images), for 48-96 px.
+    # "small": one 3x3/2 conv and no max-pool, for 48-96 px: a 48 px face reaches layer4 at 3x3,
+    # the same path a 96 px face takes through the ImageNet stem.
     face_stem: str = "small"
     n_mels: int = 64
     slice_frames: int = 10
@@ -49,7 +50,7 @@ class ModelDims:
             raise ValueError(f"face_stem must be 'imagenet' or 'small', not {self.face_stem!r}")
         if self.face_channels not in (1, 3):
             raise ValueError(f"face_channels must be 1 (grey) or 3 (RGB), not {self.face_channels}")
-        min_size = 32 if self.face_stem == "imagenet" else 8
+        min_size = 32 if self.face_stem == "imagenet" else 16
         if self.face_size < min_size:
             raise ValueError(
                 f"face_size {self.face_size} is too small for the {self.face_stem!r} stem (min {min_size})"
@@ -96,7 +97,7 @@ class VisualEncoder(nn.Module):
                 nn.MaxPool2d(3, stride=2, padding=1),
             )  # fmt: skip
         else:
-            self.stem = nn.Sequential(conv3x3(c, 64), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(conv3x3(c, 64, stride=2), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
         self.layer1 = self._make_layer(64, 64, stride=1)
         self.layer2 = self._make_layer(64, 128, stride=2)
         self.layer3 = self._make_layer(128, 256, stride=2)
@@ -111,7 +112,7 @@ class VisualEncoder(nn.Module):
         return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)  # (B, 64, S/4, S/4) imagenet stem, (B, 64, S, S) small stem
+        x = self.stem(x)  # (B, 64, S/4, S/4) imagenet stem, (B, 64, S/2, S/2) small stem
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 512, s, s)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 512)
         return F.normalize(self.proj(x), dim=-1)  # (B, 128), unit length (paper 3.2)

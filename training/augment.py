@@ -1,0 +1,68 @@
+"""Training-time augmentation (paper 3.1.2 and 3.1.3), applied before the runtime's features.
+
+Faces: horizontal flip, rotation, brightness/contrast. Audio (16 kHz float waveform): time
+shift, additive noise at a fixed SNR, pitch shift. There is no environmental-noise corpus here,
+so the noise is Gaussian, spectrally shaped at random between white and brown (1/f^2). The
+pitch shift resamples the waveform by 2^(s/12), so tempo changes with pitch (at most 6 % for
+one semitone), as in speed perturbation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from avemo_edge.audio import SAMPLE_RATE, resample
+
+
+def augment_face(
+    face: np.ndarray, rng: np.random.Generator, flip_p: float, rotate_deg: float, jitter: float
+) -> np.ndarray:
+    """(C, S, S) uint8 -> (C, S, S) float32 in [0, 1]."""
+    img = face.transpose(1, 2, 0).astype(np.float32)  # (S, S, C)
+    s = img.shape[0]
+    if rng.random() < flip_p:
+        img = img[:, ::-1]
+    if rotate_deg:
+        m = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-rotate_deg, rotate_deg)), 1.0)
+        img = cv2.warpAffine(np.ascontiguousarray(img), m, (s, s), borderMode=cv2.BORDER_REFLECT)
+        img = img.reshape(s, s, -1)
+    if jitter:
+        contrast = rng.uniform(1 - jitter, 1 + jitter)
+        brightness = rng.uniform(-jitter, jitter) * 255
+        img = (img - img.mean()) * contrast + img.mean() + brightness
+    return np.clip(img, 0, 255).transpose(2, 0, 1) / 255.0
+
+
+def shift(x: np.ndarray, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    k = int(round(rng.uniform(-seconds, seconds) * SAMPLE_RATE))
+    if k > 0:
+        return np.concatenate([np.zeros(k, x.dtype), x[:-k]])
+    if k < 0:
+        return np.concatenate([x[-k:], np.zeros(-k, x.dtype)])
+    return x
+
+
+def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise scaled so that signal power / noise power = snr_db (signal power over the whole clip)."""
+    n = x.size
+    white = rng.standard_normal(n)
+    tilt = rng.uniform(0.0, 2.0)  # spectral slope: 0 white, 1 pink, 2 brown
+    spec = np.fft.rfft(white)
+    f = np.arange(spec.size) + 1.0
+    noise = np.fft.irfft(spec / f ** (tilt / 2), n)
+    p_signal = float(np.mean(x.astype(np.float64) ** 2)) + 1e-12
+    noise *= math.sqrt(p_signal / (10 ** (snr_db / 10)) / (np.mean(noise**2) + 1e-12))
+    return (x + noise).astype(np.float32)
+
+
+def pitch_shift(x: np.ndarray, semitones: float, rng: np.random.Generator) -> np.ndarray:
+    s = round(rng.uniform(-semitones, semitones), 1)  # a 0.1-semitone grid: the resampling kernels get reused
+    factor = 2 ** (s / 12)  # > 1 raises pitch: play the samples faster
+    new_rate = int(round(SAMPLE_RATE / factor / 10) * 10)
+    if new_rate == SAMPLE_RATE:
+        return x
+    return resample(torch.from_numpy(x), SAMPLE_RATE, new_rate).numpy()

@@ -1,0 +1,120 @@
+"""The training recipe (paper section 3.4) as one dataclass; every value can be overridden.
+
+Precedence: defaults < a TOML/JSON config file (`--config`) < `--set key=value` flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from avemo_edge.errors import AvemoError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class ConfigError(AvemoError):
+    """A training configuration key or value that is not valid."""
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "audio"  # "visual" (face images), "audio" (speech), "joint" (pairs or AV clips)
+    cache: str = "cache"  # the folder `avemo-edge prepare` wrote
+    split: str = "paper"  # 'paper' or 'cv0'..'cv4' (RAVDESS actors)
+    out: str = "runs/audio"
+    # model dimensions (avemo_edge.model.ModelDims) for a fresh model; ignored with init checkpoints
+    face_size: int = 48
+    face_channels: int = 1
+    face_stem: str = "small"
+    bidirectional: bool = False
+    # optimisation (paper 3.4.1-3.4.6)
+    lr: float = 1e-4  # audio branch and fusion
+    lr_visual: float = 5e-5  # visual branch
+    weight_decay: float = 1e-5
+    batch_size: int = 8  # clips (audio and joint); the visual stage uses visual_batch_size images
+    visual_batch_size: int = 64
+    max_epochs: int = 60
+    patience: int = 5  # early stopping on validation loss
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_lr: float = 1e-6
+    grad_clip: float = 5.0
+    dropout: float = 0.3
+    tcs_weight: float = 0.1  # lambda; 0 trains without the TCS loss (ablation)
+    # augmentation
+    augment: bool = True
+    face_flip_p: float = 0.5
+    face_rotate_deg: float = 5.0
+    face_jitter: float = 0.1  # brightness and contrast, +-10 %
+    audio_shift_s: float = 0.05
+    audio_noise_snr_db: float = 5.0
+    audio_noise_p: float = 0.5
+    audio_pitch_semitones: float = 1.0
+    audio_pitch_p: float = 0.5
+    modality_dropout: float = 0.15  # joint stage: probability that a clip loses its faces, and its audio
+    # joint stage
+    init_visual: str = ""  # checkpoint whose visual branch starts the joint model
+    init_audio: str = ""  # checkpoint whose audio branch (with its normalisation) starts it
+    pairs_per_clip: int = 1  # emotion-matched pairs: face images drawn per audio clip and epoch
+    # machinery
+    seed: int = 0
+    threads: int = 2
+    bf16: bool = True  # bf16 autocast on CPU (about 2x on this CPU's matrix units)
+    max_steps_per_clip: int = 60  # 6 s: longer clips are cropped at random in training
+    limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke tests)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("visual", "audio", "joint"):
+            raise ConfigError(f"stage must be 'visual', 'audio' or 'joint', not {self.stage!r}")
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    if isinstance(raw, str) and kind is not str:
+        try:
+            raw = json.loads(raw.lower() if kind is bool else raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config key {name!r}: {raw!r} is not a {kind.__name__}") from e
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = float(raw)
+    if kind is list and isinstance(raw, list):
+        return raw
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"config key {name!r}: {raw!r} is not a {kind.__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **base: Any) -> TrainConfig:
+    """Defaults, then `base` (the stage's own defaults), then a config file, then `key=value` overrides."""
+    values: dict[str, Any] = dict(base)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            values.update(tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text()))
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid {p.suffix[1:] or 'JSON'}: {e}") from e
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        values[k.strip()] = v.strip()
+    types = {
+        f.name: {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), list)
+        for f in fields(TrainConfig)
+    }
+    for k in values:
+        if k not in types:
+            raise ConfigError(f"unknown config key {k!r}; valid keys: {', '.join(sorted(types))}")
+    return TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
