@@ -76,9 +76,10 @@ def save_checkpoint(
         "dims": asdict(model.dims),
         "classes": list(EMOTIONS[: model.dims.n_classes]),
         "preprocessing": {"audio": preprocessing_constants(), "face": face_constants(model.dims)},
-        "meta": meta or {},
+        # A JSON round trip turns str/float subclasses (torch.__version__, numpy scalars) into the
+        # plain types that weights-only loading accepts, and refuses anything that is not data.
+        "meta": json.loads(json.dumps(meta or {})),
     }
-    json.dumps(header)  # meta must be plain JSON so that the digest and weights_only loading work
     digest = _digest(header, state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,28 @@ def train(
         run_train(cfg, resume=resume, progress=_progress_factory(bar), echo=console.print)
 
 
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="a checkpoint from `avemo-edge train` (best.pt)"),
+    cache: Path = typer.Option(Path("cache"), help="the folder `avemo-edge prepare` wrote"),
+    out: Path = typer.Option(None, help="report folder (default: <checkpoint folder>/eval)"),
+    split: str = typer.Option(None, help="RAVDESS split: paper or cv0-cv4 (default: the one it was trained on)"),
+    no_tcs_checkpoint: Path = typer.Option(None, help="the same model trained with tcs_weight=0, for the ablation"),
+    joins: int = typer.Option(200, help="streams joining two test clips, for switch latency"),
+) -> None:
+    """Accuracy, F1, Table 1, confusion, ROC, radar, gates, stability and ablations, to a folder."""
+    import sys
+
+    from training.evaluate import evaluate as run_evaluate
+
+    out = out or checkpoint.parent / "eval"
+    command = "avemo-edge " + " ".join(sys.argv[1:])
+    metrics = run_evaluate(checkpoint, cache, out, split, no_tcs_checkpoint, joins, command)
+    console.print((out / "report.md").read_text(), markup=False, highlight=False)
+    console.print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}")
+    del metrics
+
+
 def main() -> None:
     try:
         app()

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,10 @@ from avemo_edge.model import AVEmotionNet, ModelDims
 def saved(tmp_path):
     model = AVEmotionNet(ModelDims(face_size=32)).eval()
     path = tmp_path / "m.pt"
-    digest = save_checkpoint(path, model, meta={"epoch": 3, "note": "test"})
+    # torch.__version__ is a str subclass and numpy floats are float subclasses: both must load back
+    digest = save_checkpoint(
+        path, model, meta={"epoch": 3, "note": "test", "torch": torch.__version__, "acc": np.float64(0.5)}
+    )
     return model, path, digest
 
 
@@ -21,6 +25,7 @@ def test_round_trip_rebuilds_from_file_alone(saved):
     model, path, digest = saved
     ckpt = load_checkpoint(path)
     assert ckpt.sha256 == digest and ckpt.meta["epoch"] == 3 and ckpt.dims.face_size == 32
+    assert ckpt.meta["torch"] == str(torch.__version__) and ckpt.meta["acc"] == 0.5
     assert ckpt.preprocessing["audio"]["hop_length"] == 320 and ckpt.preprocessing["face"]["size"] == 32
     loaded = load_model(path)
     x = (torch.rand(1, 4, 1, 32, 32), torch.randn(1, 4, 64, 10))

@@ -236,7 +236,7 @@ class Run:
     def meta(self, val: dict[str, float]) -> dict[str, Any]:
         return {
             "stage": self.cfg.stage, "epoch": self.epoch, "val": val, "config": asdict(self.cfg),
-            "data": self.data_desc, "notes": self.notes, "torch": torch.__version__,
+            "data": self.data_desc, "notes": self.notes, "torch": str(torch.__version__),
         }  # fmt: skip
 
     def fit(self, progress: Any, echo: Any = print) -> Path:
