@@ -1,0 +1,114 @@
+"""Training and evaluation smoke runs on a tiny prepared cache: shapes, resume, reports (no timing)."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from media_fixtures import write_wav
+
+from avemo_edge.checkpoint import load_checkpoint
+from training.config import ConfigError, load_config
+from training.evaluate import evaluate
+from training.prepare import FaceSpec, prepare
+from training.train import TrainError, train
+
+EMOTION_CODES = (1, 3, 4, 5, 6, 7, 8)  # one per class (02 calm would duplicate neutral)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for actor in (1, 2, 16, 21, 22):  # train, train, val, test, test (paper split)
+        d = root / "ravdess" / f"Actor_{actor:02d}"
+        d.mkdir(parents=True)
+        for code in EMOTION_CODES:
+            write_wav(d / f"03-01-{code:02d}-01-01-01-{actor:02d}.wav", seconds=0.8, sr=16000, channels=1)
+    rng = np.random.default_rng(0)
+    for folder in ("FER2013Train", "FER2013Valid", "FER2013Test"):
+        (root / "ferplus" / folder).mkdir(parents=True)
+        rows = []
+        for i in range(14):
+            name = f"{i}.png"
+            cv2.imwrite(str(root / "ferplus" / folder / name), rng.integers(0, 255, (48, 48), dtype=np.uint8))
+            votes = [0] * 10
+            votes[[0, 1, 3, 4, 6, 5, 2][i % 7]] = 10  # FER+ columns of our 7 classes, in our order
+            rows.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        (root / "ferplus" / folder / "label.csv").write_text("\n".join(rows) + "\n")
+    out = root / "cache"
+    prepare([root / "ravdess", root / "ferplus"], out, FaceSpec(32, 1))
+    return out
+
+
+def cfg(cache, out, stage, **kw):
+    base = {"stage": stage, "cache": str(cache), "out": str(out), "face_size": 32, "batch_size": 4,
+            "visual_batch_size": 8, "max_epochs": 2, "threads": 1}  # fmt: skip
+    base.update(kw)
+    return load_config(None, [], **base)
+
+
+def test_audio_stage_resume_and_refusal(cache, tmp_path):
+    out = tmp_path / "audio"
+    best = train(cfg(cache, out, "audio"), echo=lambda *a: None)
+    ckpt = load_checkpoint(best)
+    assert ckpt.meta["stage"] == "audio" and ckpt.meta["config"]["split"] == "paper"
+    assert not torch.equal(ckpt.state_dict["audio.mel_std"].float(), torch.ones(64))  # normalisation was fitted
+    log = json.loads((out / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2] and (out / "log.csv").exists()
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(cfg(cache, out, "audio"), echo=lambda *a: None)
+    train(cfg(cache, out, "audio", max_epochs=3), resume=True, echo=lambda *a: None)
+    assert len(json.loads((out / "log.json").read_text())) == 3
+    with pytest.raises(TrainError, match="differs in"):
+        train(cfg(cache, out, "audio", max_epochs=4, lr=0.1), resume=True, echo=lambda *a: None)
+
+
+def test_visual_then_joint_pairs_and_report(cache, tmp_path):
+    visual = train(cfg(cache, tmp_path / "visual", "visual", max_epochs=1), echo=lambda *a: None)
+    audio = train(cfg(cache, tmp_path / "audio", "audio", max_epochs=1), echo=lambda *a: None)
+    joint = train(
+        cfg(cache, tmp_path / "joint", "joint", max_epochs=1, init_visual=str(visual), init_audio=str(audio)),
+        echo=lambda *a: None,
+    )
+    meta = load_checkpoint(joint).meta
+    assert any("not real videos" in n for n in meta["notes"])
+    no_tcs = train(
+        cfg(
+            cache,
+            tmp_path / "joint0",
+            "joint",
+            max_epochs=1,
+            tcs_weight=0.0,
+            init_visual=str(visual),
+            init_audio=str(audio),
+        ),
+        echo=lambda *a: None,
+    )
+    m = evaluate(joint, cache, tmp_path / "eval", no_tcs_checkpoint=no_tcs, n_joins=5)
+    assert m["test"]["n"] == 14  # actors 21 and 22, 7 clips each
+    assert set(m["ablations"]) == {
+        "TCS loss + tcs filter", "TCS loss + no filter", "no TCS loss + tcs filter", "no TCS loss + no filter",
+        "audio only (TCS filter)", "visual only (TCS filter)",
+    }  # fmt: skip
+    for fig in ("confusion.png", "roc.png", "radar.png", "gates.png", "curves.png"):
+        assert (tmp_path / "eval" / fig).stat().st_size > 1000
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "not real videos" in report and "| macro avg |" in report
+    v = evaluate(visual, cache, tmp_path / "eval_v")
+    assert v["test"]["n"] == 14 and "ablations" not in v
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rate'"):
+        load_config(None, ["learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="'batch_size': 'eight' is not a int"):
+        load_config(None, ["batch_size=eight"])
+    bad = tmp_path / "c.toml"
+    bad.write_text("lr = [")
+    with pytest.raises(ConfigError, match="is not valid toml"):
+        load_config(bad)
+    good = tmp_path / "g.toml"
+    good.write_text("lr = 0.001\ntcs_weight = 0\n")
+    c = load_config(good, ["max_epochs=3"])
+    assert c.lr == 0.001 and c.tcs_weight == 0.0 and c.max_epochs == 3
