@@ -168,8 +168,9 @@ class Run:
         if not path.exists():
             raise TrainError(f"nothing to resume in {self.out} (no last_state.pt)")
         state = torch.load(path, weights_only=True)
-        saved = {k: v for k, v in state["config"].items() if k not in ("max_epochs", "limit_batches")}
-        now = {k: v for k, v in asdict(self.cfg).items() if k not in ("max_epochs", "limit_batches")}
+        free = ("max_epochs", "limit_batches", "threads")  # machinery, not the recipe: may change on resume
+        saved = {k: v for k, v in state["config"].items() if k not in free}
+        now = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
             raise TrainError(f"cannot resume {self.out}: the configuration differs in {diff}")

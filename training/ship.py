@@ -1,0 +1,96 @@
+"""Make a trained checkpoint the package's default model, with its model card.
+
+    python -m training.ship runs/joint/best.pt --eval runs/joint/eval [--audio-eval DIR] [--visual-eval DIR]
+
+Writes `avemo_edge/assets/default.pt` (fp16 weights, at most 25 MB) and
+`avemo_edge/assets/MODEL_CARD.md`, whose numbers are copied from the evaluation reports'
+metrics.json files together with the commands that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from avemo_edge.checkpoint import load_checkpoint, save_checkpoint
+from avemo_edge.doctor import default_model_path
+from avemo_edge.model import count_parameters
+
+MAX_BYTES = 25 * 2**20
+
+
+def _section(title: str, eval_dir: Path | None) -> list[str]:
+    if eval_dir is None:
+        return []
+    m = json.loads((eval_dir / "metrics.json").read_text())
+    t = m["test"]
+    lines = [f"### {title}", "", f"- data: {m['data']}", f"- command: `{m.get('command') or 'see RESULTS.md'}`"]
+    lines += [f"- note: {n}" for n in m.get("notes", [])]
+    acc, mf1, wf1 = (100 * t[k] for k in ("accuracy", "macro_f1", "weighted_f1"))
+    lines.append(f"- accuracy {acc:.2f} %, macro F1 {mf1:.2f} %, weighted F1 {wf1:.2f} %")
+    if "ablations" in m:
+        st = t["stability"]
+        lines.append(f"- with the TCS filter: {st['flips_per_min']:.1f} label flips/min, jitter {st['jitter']:.4f}")
+    return [*lines, ""]
+
+
+def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval: Path | None, out: Path) -> Path:
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build()
+    meta = {**ckpt.meta, "shipped_from": str(checkpoint), "source_sha256": ckpt.sha256}
+    digest = save_checkpoint(out, model, meta, half=True)
+    size = out.stat().st_size
+    if size > MAX_BYTES:
+        out.unlink()
+        raise SystemExit(f"{out} would be {size / 2**20:.1f} MiB, over the 25 MiB limit")
+    d = ckpt.dims
+    card = [
+        "# Model card: avemo-edge default model",
+        "",
+        f"- file: `avemo_edge/assets/{out.name}` ({size / 2**20:.1f} MiB, fp16 weights, sha256 `{digest}`)",
+        f"- source checkpoint: `{checkpoint}` (sha256 `{ckpt.sha256}`), stage `{ckpt.meta.get('stage')}`, "
+        f"epoch {ckpt.meta.get('epoch')}",
+        f"- architecture: ResNet-18 visual branch ({d.face_size} px, {d.face_channels} channel(s), "
+        f"{d.face_stem} stem), "
+        f"3-conv + {d.lstm_layers}-layer unidirectional LSTM audio branch, sigmoid-gated fusion; "
+        f"{count_parameters(model):,} parameters",
+        f"- classes: {', '.join(ckpt.classes)} (RAVDESS neutral and calm merged)",
+        f"- training data: {ckpt.meta.get('data')}",
+        "",
+        "## Numbers (test sets never seen in training or model selection)",
+        "",
+        *_section("Joint model", eval_dir),
+        *_section("Audio branch alone (its own checkpoint)", audio_eval),
+        *_section("Visual branch alone (its own checkpoint)", visual_eval),
+        "## Limits",
+        "",
+        "- RAVDESS is 24 North-American actors reading two fixed sentences in a studio: acted, not spontaneous,"
+        " emotion. Expect lower accuracy on real users, other languages, children, far-field microphones.",
+        "- No RAVDESS video was available for training: the joint model learnt from emotion-matched pairs"
+        " (a RAVDESS audio clip with a FER+ face image of the same class), which are not real videos. The"
+        " face and voice of a real person are correlated in ways these pairs do not show.",
+        "- FER+ faces are 48x48 grey web images; the default face detector (Haar cascade) expects roughly frontal"
+        " faces and misses profiles.",
+        "- Emotion recognition is not suitable for decisions about people (hiring, policing, credit, health);"
+        " use it only for aggregate or user-facing feedback the user has agreed to.",
+        "",
+    ]
+    (out.parent / "MODEL_CARD.md").write_text("\n".join(card))
+    print(f"{out}: {size / 2**20:.1f} MiB, sha256 {digest}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--eval", type=Path, required=True, help="evaluate's folder for this checkpoint")
+    ap.add_argument("--audio-eval", type=Path)
+    ap.add_argument("--visual-eval", type=Path)
+    ap.add_argument("--out", type=Path, default=default_model_path())
+    a = ap.parse_args()
+    ship(a.checkpoint, a.eval, a.audio_eval, a.visual_eval, a.out)
+
+
+if __name__ == "__main__":
+    main()
