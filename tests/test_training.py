@@ -60,6 +60,8 @@ def test_audio_stage_resume_and_refusal(cache, tmp_path):
         train(cfg(cache, out, "audio"), echo=lambda *a: None)
     train(cfg(cache, out, "audio", max_epochs=3), resume=True, echo=lambda *a: None)
     assert len(json.loads((out / "log.json").read_text())) == 3
+    warm = train(cfg(cache, tmp_path / "warm", "audio", max_epochs=1, init=str(best)), echo=lambda *a: None)
+    assert torch.equal(load_checkpoint(warm).state_dict["audio.mel_mean"], ckpt.state_dict["audio.mel_mean"])
     with pytest.raises(TrainError, match="differs in"):
         train(cfg(cache, out, "audio", max_epochs=4, lr=0.1), resume=True, echo=lambda *a: None)
 

@@ -58,7 +58,8 @@ class TrainConfig:
     audio_pitch_semitones: float = 1.0
     audio_pitch_p: float = 0.5
     modality_dropout: float = 0.15  # joint stage: probability that a clip loses its faces, and its audio
-    # joint stage
+    # starting weights
+    init: str = ""  # a whole checkpoint to start from (fine-tuning, or a warm restart in a later session)
     init_visual: str = ""  # checkpoint whose visual branch starts the joint model
     init_audio: str = ""  # checkpoint whose audio branch (with its normalisation) starts it
     pairs_per_clip: int = 1  # emotion-matched pairs: face images drawn per audio clip and epoch

@@ -57,6 +57,11 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
         bidirectional=cfg.bidirectional, dropout=cfg.dropout,
     )  # fmt: skip
     model = AVEmotionNet(dims)
+    if cfg.init:
+        ckpt = load_checkpoint(cfg.init)
+        if ckpt.dims != dims:
+            raise TrainError(f"{cfg.init} has dimensions {ckpt.dims}, this run builds {dims}")
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()})
     for path, prefix in ((cfg.init_visual, "visual."), (cfg.init_audio, "audio.")):
         if path:
             ckpt = load_checkpoint(path)
@@ -134,7 +139,7 @@ class Run:
                     check_face_fit(face_cache.index["face"], cfg.face_size, cfg.face_channels, str(cache / "faces"))
                     parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
                     self.notes.append(PAIRS_NOTE)
-            if not cfg.init_audio:
+            if not (cfg.init_audio or cfg.init):
                 mean, std = mel_statistics(rav, [c for c in parts["train"] if c["audio"]])
                 self.model.audio.mel_mean.copy_(mean)
                 self.model.audio.mel_std.copy_(std)
