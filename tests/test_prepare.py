@@ -118,10 +118,15 @@ def test_prepare_mp4_end_to_end(ravdess_tree, tmp_path):
 
     # A re-run continues where the last stopped: reuses every clip and packs the same arrays.
     audio_before = np.load(out / "ravdess" / "audio.npy")
-    (out / "ravdess" / "clips" / "01-06-01-01-01-03.npz").unlink()  # as if the run had stopped there
+    assert not list((out / "ravdess" / "clips").glob("*.npz"))  # packed: no second copy on disk
+    # As if a run had stopped half way: one performance packed earlier is gone from the pack,
+    # one is waiting in clips/.
+    index["clips"] = [c for c in index["clips"] if c["key"] not in ("01-06-01-01-01-03", "01-05-01-01-01-03")]
+    (out / "ravdess" / "index.json").write_text(json.dumps(index))
     again = prepare([ravdess_tree], out, FaceSpec(48, 1))
-    assert any("4 performances reused" in n for n in again.notes)
+    assert any("3 performances reused" in n for n in again.notes)
     assert np.array_equal(np.load(out / "ravdess" / "audio.npy"), audio_before)
+    assert len(json.loads((out / "ravdess" / "index.json").read_text())["clips"]) == 5
     with pytest.raises(PrepareError, match="holds faces prepared as"):
         prepare([ravdess_tree], out, FaceSpec(64, 1))
 

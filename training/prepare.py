@@ -11,11 +11,11 @@ Sources are recognised by their layout:
 - A plain image folder `<split>/<emotion>/*.png|jpg`.
 
 The cache (under `--out`):
-    ravdess/clips/<performance>.npz   one file per performance (the resumable store)
+    ravdess/clips/<performance>.npz   one file per performance done since the last pack (resume)
     ravdess/{audio.npy, faces.npy, face_mask.npy, index.json}   packed for training
     faces/{images.npy, labels.npy, votes.npy, splits.npy, index.json}
-A re-run skips the performances already in `clips/` and re-packs; a bad file is skipped and
-counted with its reason, never stopping the run.
+A re-run skips the performances already packed or in `clips/` and re-packs; a bad file is
+skipped and counted with its reason, never stopping the run.
 """
 
 from __future__ import annotations
@@ -205,15 +205,17 @@ def prepare_ravdess(root: Path, out: Path, spec: FaceSpec, summary: Summary, pro
             summary.skip(f.path, f"duplicate of {by_perf[f.performance.key][f.modality].path}")
             continue
         by_perf[f.performance.key][f.modality] = f
-    clips_dir = out / "ravdess" / "clips"
+    folder = out / "ravdess"
+    clips_dir = folder / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    _check_face_spec(out / "ravdess", spec)
+    _check_face_spec(folder, spec)
+    packed = _load_packed(folder)  # clips of an earlier, completed run
     cropper = FaceCropper(spec.size, spec.channels, spec.margin)
     advance = progress("RAVDESS", len(by_perf))
     reused = 0
     for key in sorted(by_perf):
         target = clips_dir / f"{key}.npz"
-        if target.exists():
+        if key in packed or target.exists():
             reused += 1
         else:
             arrays = _prepare_performance(by_perf[key], cropper, summary)
@@ -224,7 +226,7 @@ def prepare_ravdess(root: Path, out: Path, spec: FaceSpec, summary: Summary, pro
         advance()
     if reused:
         summary.notes.append(f"RAVDESS: {reused} performances reused from an earlier run")
-    _pack_ravdess(out / "ravdess", spec, summary, sorted(by_perf))
+    _pack_ravdess(folder, spec, summary, sorted(by_perf), packed)
     summary.seconds["ravdess"] = time.monotonic() - start
 
 
@@ -242,16 +244,42 @@ def _check_face_spec(folder: Path, spec: FaceSpec) -> None:
         spec_file.write_text(json.dumps(want))
 
 
-def _pack_ravdess(folder: Path, spec: FaceSpec, summary: Summary, keys: list[str]) -> None:
+def _load_packed(folder: Path) -> dict[str, dict]:
+    """key -> (meta, audio, faces, mask) readers for the clips in an existing pack."""
+    index = folder / "index.json"
+    if not index.exists():
+        return {}
+    audio = np.load(folder / "audio.npy", mmap_mode="r")
+    faces = np.load(folder / "faces.npy", mmap_mode="r")
+    mask = np.load(folder / "face_mask.npy", mmap_mode="r")
+    out = {}
+    for c in json.loads(index.read_text())["clips"]:
+        a = audio[c["audio"][0] : sum(c["audio"])] if c["audio"] else audio[:0]
+        f = faces[c["faces"][0] : sum(c["faces"])] if c["faces"] else faces[:0]
+        m = mask[c["faces"][0] : sum(c["faces"])] if c["faces"] else mask[:0]
+        meta = {k: v for k, v in c.items() if k not in ("audio", "faces")}
+        out[c["key"]] = {"meta": meta, "audio": a, "faces": f, "face_mask": m}
+    return out
+
+
+def _pack_ravdess(folder: Path, spec: FaceSpec, summary: Summary, keys: list[str], packed: dict[str, dict]) -> None:
+    """Pack the clips (new per-clip files and the earlier pack) into contiguous arrays, then drop the per-clip files.
+
+    The per-clip files are the resume store of a run in progress; once packed, the pack is.
+    """
     clips, audio, faces, masks = [], [], [], []
     a_off = f_off = 0
     for key in keys:
         path = folder / "clips" / f"{key}.npz"
-        if not path.exists():
+        if path.exists():
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                a, fc, m = z["audio"], z["faces"], z["face_mask"]
+        elif key in packed:
+            p = packed[key]
+            meta, a, fc, m = dict(p["meta"]), np.asarray(p["audio"]), np.asarray(p["faces"]), np.asarray(p["face_mask"])
+        else:
             continue
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            a, fc, m = z["audio"], z["faces"], z["face_mask"]
         meta["audio"] = [a_off, len(a)] if len(a) else None
         meta["faces"] = [f_off, len(fc)] if len(fc) else None
         audio.append(a)
@@ -260,9 +288,15 @@ def _pack_ravdess(folder: Path, spec: FaceSpec, summary: Summary, keys: list[str
         a_off, f_off = a_off + len(a), f_off + len(fc)
         clips.append(meta)
     shape = (0, spec.channels, spec.size, spec.size)
-    np.save(folder / "audio.npy", np.concatenate(audio) if audio else np.zeros(0, np.int16))
-    np.save(folder / "faces.npy", np.concatenate(faces) if faces else np.zeros(shape, np.uint8))
-    np.save(folder / "face_mask.npy", np.concatenate(masks) if masks else np.zeros(0, bool))
+    arrays = {
+        "audio.npy": np.concatenate(audio) if audio else np.zeros(0, np.int16),
+        "faces.npy": np.concatenate(faces) if faces else np.zeros(shape, np.uint8),
+        "face_mask.npy": np.concatenate(masks) if masks else np.zeros(0, bool),
+    }
+    packed.clear()  # release the memory maps of the old pack before it is replaced
+    for name, arr in arrays.items():
+        with open(folder / f"{name}.tmp", "wb") as fh:
+            np.save(fh, arr)
     counts: dict[str, Counter] = {}
     actor_part = {a: part for part, actors in PAPER_SPLIT.items() for a in actors}
     for c in clips:
@@ -278,7 +312,11 @@ def _pack_ravdess(folder: Path, spec: FaceSpec, summary: Summary, keys: list[str
         "clips": clips,
         "skipped": summary.skipped,
     }
+    for name in arrays:
+        (folder / f"{name}.tmp").replace(folder / name)
     (folder / "index.json").write_text(json.dumps(index))
+    for f in (folder / "clips").glob("*.npz"):
+        f.unlink()
     summary.sizes["ravdess"] = sum(
         (folder / n).stat().st_size for n in ("audio.npy", "faces.npy", "face_mask.npy", "index.json")
     )
