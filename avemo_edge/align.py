@@ -15,10 +15,14 @@ are dropped, not queued. When the loop falls more than `max_lag` behind a live s
 skips steps to catch up and counts them. Files read faster than real time are paced by the
 loop instead: their reader waits in `wait_for_room` while it is `ahead` seconds in front.
 
-Audio stamps come from the source; a microphone's sample clock drifts from the monotonic clock
-(100 ppm is 8.6 s a day), so when a block arrives more than `resync` seconds from where its
-sample count puts it, the audio timeline restarts from that block's stamp (counted in
-`resyncs`). Thread-safe: sources add from their threads, the loop takes steps from its own.
+Audio is placed by its sample count from the first block's stamp, not by each block's stamp:
+callbacks starved of the CPU arrive in bursts, late. A microphone's sample clock still drifts
+from the monotonic clock (100 ppm is 8.6 s a day), so the timeline is corrected (`resyncs`)
+when blocks arrive earlier than their sample count allows by more than `resync` seconds, when
+the lowest lag over 5 s of audio exceeds `resync` (the card's clock is slow), and when a block
+comes more than 1 s late (samples were lost).
+
+Thread-safe: sources add from their threads, the loop takes steps from its own.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class Aligner:
         self._a_rate = 0
         self._a_n = 0  # samples pushed since then
         self._a_base = 0  # grid index of that timeline's first slice
+        self._lag_min, self._lag_window = math.inf, 0  # lowest stamp lag in the current window, its start
+        self.max_gap = 1.0  # a block this much later than its sample count says: samples were lost
+        self.lag_window_s = 5.0
         self._closed = False
         self._producer_waiting = False
         self.skipped = 0  # steps skipped to catch up with a live source
@@ -114,14 +121,26 @@ class Aligner:
             self._cv.notify_all()
 
     def _add_audio(self, block: AudioBlock) -> None:
-        expected = self._a0 + self._a_n / self._a_rate if self._chunker is not None else math.nan
-        if self._chunker is None or block.rate != self._a_rate or not abs(block.t - expected) <= self.resync_after:
-            if self._chunker is not None:
+        # lag: how much later the block was stamped than its sample count says. A stamp is never
+        # early (it is taken when the data reaches us), but it can be late when callbacks come in
+        # bursts, so the timeline follows the *lowest* lag seen over a window, not each block.
+        lag = block.t - (self._a0 + self._a_n / self._a_rate) if self._chunker is not None else math.nan
+        if self._chunker is None or block.rate != self._a_rate or not -self.resync_after <= lag <= self.max_gap:
+            if self._chunker is not None:  # clock ran ahead, samples were lost, or the format changed
                 self.resyncs += 1
             channels = block.samples.shape[1] if block.samples.ndim == 2 else 1
             self._chunker = AudioChunker(block.rate, channels)
             self._a0, self._a_rate, self._a_n = block.t, block.rate, 0
             self._a_base = round((block.t - self.t0) / self.step)
+            self._lag_min, self._lag_window = math.inf, 0
+        else:
+            self._lag_min = min(self._lag_min, lag)
+            if self._a_n - self._lag_window >= self.lag_window_s * self._a_rate:
+                if self._lag_min > self.resync_after:  # consistently late: the sound card's clock is slow
+                    self._a0 += self._lag_min
+                    self._a_base = round((self._a0 - self.t0) / self.step)
+                    self.resyncs += 1
+                self._lag_min, self._lag_window = math.inf, self._a_n
         self._add_slices(self._chunker.push(block.samples))
         self._a_n += len(block.samples)
         self._watermark["audio"] = max(self._watermark["audio"], self._a0 + self._a_n / self._a_rate)
