@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -241,7 +242,7 @@ class OpenCVSource:
         import cv2
 
         target, api = self._target()
-        if api == cv2.CAP_GSTREAMER and "GStreamer:                   YES" not in cv2.getBuildInformation():
+        if api == cv2.CAP_GSTREAMER and not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
             raise SourceError(
                 f"{self.uri} needs OpenCV built with GStreamer, and this one is not "
                 "(use the system OpenCV on a Jetson, not the opencv-python wheel)"

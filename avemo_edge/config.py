@@ -52,8 +52,16 @@ class SourceConfig:
     retry_max_s: float = 60.0
 
     def check(self) -> None:
-        if not self.video:
-            raise _Invalid("video", "name a source URI, or 'none'")
+        from .capture import VIDEO_SCHEMES  # the one list of URI schemes (capture imports no heavy module)
+
+        if not (self.video in ("sample", "none") or "!" in self.video or self.video.startswith(VIDEO_SCHEMES)):
+            raise _Invalid(
+                "video",
+                "use sample, file://PATH, camera://N, v4l2:///dev/videoN, csi://N, rtsp://..., "
+                "a GStreamer pipeline (with '!'), or none",
+            )
+        if not (self.audio in ("auto", "none") or self.audio.startswith("mic://")):
+            raise _Invalid("audio", "use auto, none, mic://default, mic://NAME or mic://INDEX")
         if self.video == "none" and self.audio in ("none", "auto"):
             raise _Invalid("audio", "with video = 'none' an audio source (mic://...) is needed")
         if self.lost_after_s <= 0:

@@ -156,7 +156,7 @@ class Daemon:
         for w in workers:
             w.start()
         stats = Stats()
-        self.notifier.ready("warming up done; waiting for the first step")
+        self.notifier.ready(f"ready: {', '.join(s.uri for s in sources)}")
         self._publish_status(publisher, stats, aligner, "running", started)
         reason = "stopped"
         try:
@@ -169,15 +169,16 @@ class Daemon:
             for w in workers:
                 w.stop()
             self._publish_status(publisher, stats, aligner, "stopped", started)
-            drops = publisher.drops() if isinstance(publisher, FanOut) else {"publisher": publisher.dropped}
             if self._publisher is None:
                 publisher.stop()
+            drops = publisher.drops() if isinstance(publisher, FanOut) else {"publisher": publisher.dropped}
             self.notifier.close()
         summary = Summary(
             stats.steps, time.monotonic() - started, stats.faces, stats.speech, aligner.skipped, drops, reason
         )
         log.info(
-            "stopped (%s): %d steps in %.1f s, face in %d, speech in %d, %d skipped, dropped %s",
+            "stopped (%s): %d steps in %.1f s, face in %d, speech in %d, %d skipped, dropped %s; "
+            "median ms per step: detect %s, infer %s, publish %s",
             reason,
             summary.steps,
             summary.seconds,
@@ -185,6 +186,9 @@ class Daemon:
             summary.speech,
             summary.skipped,
             drops,
+            stats.p50(stats.detect_ms),
+            stats.p50(stats.infer_ms),
+            stats.p50(stats.publish_ms),
         )
         failed = [w.error for w in workers if w.error is not None and w.source.has_video]
         if failed:

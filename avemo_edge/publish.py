@@ -64,6 +64,7 @@ class QueuedPublisher:
         self._stopping = False
         self.dropped = 0  # messages dropped because the queue was full or sending failed
         self.sent = 0
+        self._warned = False
         self._thread = threading.Thread(target=self._drain, name=f"publish {self.name}", daemon=True)
 
     def start(self) -> None:
@@ -99,7 +100,9 @@ class QueuedPublisher:
             try:
                 ok = self._send(topic, payload, retain)
             except Exception as e:  # a writer must not die on one bad message or a broken pipe
-                log.warning("%s publisher: cannot send a %s message (%s)", self.name, topic, e)
+                if not self._warned:  # said once; later failures only count (see `dropped`)
+                    log.warning("%s publisher: cannot send a %s message (%s); dropping", self.name, topic, e)
+                    self._warned = True
                 ok = False
             with self._cv:
                 if ok:

@@ -177,6 +177,7 @@ def test_run_without_any_model_fails_clearly():
         ("[recognition]\nsmoothing = 1.5\n", "recognition.smoothing = 1.5 is invalid: must be in [0, 1)"),
         ("[camera]\nx = 1\n", "unknown key camera (value a table); the top level takes log, model, mqtt"),
         ("[source]\nvideo = 'camera://0'\nrealtime = false\n", "source.realtime = false is invalid"),
+        ("[source]\nvideo = 'webcam'\n", "source.video = 'webcam' is invalid: use sample, file://PATH"),
         ("[mqtt\n", "is not valid TOML"),
     ],
 )
