@@ -143,7 +143,10 @@ class Aligner:
                 self._lag_min, self._lag_window = math.inf, self._a_n
         self._add_slices(self._chunker.push(block.samples))
         self._a_n += len(block.samples)
-        self._watermark["audio"] = max(self._watermark["audio"], self._a0 + self._a_n / self._a_rate)
+        # Audio has arrived up to the end of the last slice the chunker gave, not up to the last
+        # sample: the resampler holds back ~11 ms, and a step must not be taken before its slice.
+        covered = self.t0 + (self._a_base + self._chunker.steps) * self.step
+        self._watermark["audio"] = max(self._watermark["audio"], covered)
 
     def _add_slices(self, slices: object) -> None:
         first = self._a_base + self._chunker.steps - len(slices)

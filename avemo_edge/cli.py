@@ -97,7 +97,9 @@ def main() -> None:
     try:
         app()
     except AvemoError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         raise SystemExit(2) from None
 
 

@@ -163,7 +163,8 @@ def test_run_without_any_model_fails_clearly():
         pytest.skip("a default model is installed")
     r = subprocess.run([sys.executable, "-m", "avemo_edge.cli", "run"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "avemo_edge/assets/default.pt is not installed yet" in r.stderr and "--model PATH" in r.stderr
+    assert "avemo_edge/assets/default.pt is not installed yet" in r.stderr
+    assert "pass a checkpoint with --model PATH or set [model] path in the config" in r.stderr
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -290,3 +291,20 @@ def test_publisher_queue_drops_the_oldest_and_counts():
     assert p.dropped == 15 and [m[1]["i"] for m in p._queue] == [15, 16, 17, 18, 19]
     p.stop(timeout=0.5)
     assert p.dropped == 20
+
+
+def test_main_job_runs_on_the_embedded_sample(random_model):
+    """What `make run` becomes once the default model ships: the CREMA-D sample, in real time, as text."""
+    from avemo_edge.capture import SAMPLE_CLIP
+
+    assert SAMPLE_CLIP.is_file() and SAMPLE_CLIP.stat().st_size < 200_000
+    assert (SAMPLE_CLIP.parent / "SAMPLE_LICENSE.md").is_file()
+    cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "--source", "sample", "--output", "text"]
+    r = subprocess.run([*cmd, "--model", str(random_model)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 23  # 2.3 s of clip, one line per 100 ms
+    assert all(" face " in line for line in lines)  # the actor's face is found in every step
+    assert "beta 0.00" not in r.stdout  # and every step has its audio slice, even paced in real time
+    assert sum("speech" in line for line in lines) >= 8  # he speaks for about a second
+    assert "stopped (end of stream): 23 steps" in r.stderr
