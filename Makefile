@@ -12,9 +12,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# PyAudio (the [mic] extra) builds against PortAudio's headers: it is added when they are
+# present (.ci/run installs portaudio19-dev), so that a machine without them still gets a venv.
+comma := ,
+EXTRAS := dev,train$(if $(wildcard /usr/include/portaudio.h),$(comma)mic)
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,train]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(VENV)/.installed

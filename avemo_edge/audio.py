@@ -255,3 +255,26 @@ def log_mel_slices(
     """A whole recording -> (n_steps, 64, 10): exactly what a live stream of it would give."""
     chunker = AudioChunker(sample_rate, channels)
     return torch.cat([chunker.push(samples), chunker.flush()])
+
+
+# --- speech presence ------------------------------------------------------------------------
+@cache
+def _level_offset_db() -> float:
+    """dB to subtract from the summed mel power of a frame to get the frame's mean square.
+
+    Parseval on one side of the spectrum: sum_k |X_k|^2 ~ N_FFT / 2 * sum_n (x_n w_n)^2, and the
+    mel triangles sum to 1 across 0-8 kHz, so sum_bands(mel) ~ N_FFT / 2 * rms^2 * sum_n w_n^2.
+    """
+    return float(10.0 * math.log10(N_FFT / 2 * float(_window().square().sum())))
+
+
+def slice_level_dbfs(mel_slice: np.ndarray | torch.Tensor) -> float:
+    """The loudness of a slice's own step (its FRAMES_PER_STEP newest frames): RMS in dB re full scale.
+
+    0 dB is an RMS of 1.0 (a full-scale square wave; a full-scale sine is -3 dB). Digital
+    silence gives about -131 dB. This is the daemon's speech-presence test: an energy gate,
+    which says "something is audible", not "someone is speaking".
+    """
+    x = torch.as_tensor(np.asarray(mel_slice), dtype=torch.float64)[:, -FRAMES_PER_STEP:]  # (64, 5)
+    power = (10.0**x).sum(0).mean()  # mean over frames of the summed band power
+    return float(10.0 * torch.log10(power.clamp_min(1e-30))) - _level_offset_db()

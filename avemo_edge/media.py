@@ -19,11 +19,26 @@ class MediaError(AvemoError):
     """A media file that cannot be opened or decoded."""
 
 
+def av_reason(e: Exception) -> str:
+    """FFmpeg's own short reason for a decoding error."""
+    return getattr(e, "strerror", None) or str(e).splitlines()[0]
+
+
+def audio_array(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded audio frame -> (n_samples, channels) in the frame's own dtype (see audio.to_float_mono)."""
+    arr = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
+    channels = len(frame.layout.channels)
+    arr = arr.T if frame.format.is_planar else arr.reshape(-1, channels)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    return np.ascontiguousarray(arr)
+
+
 def _open(path: str | Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
-        raise MediaError(f"{path} cannot be opened as media: {e.__class__.__name__}: {e}") from e
+        raise MediaError(f"{path} cannot be opened as media: {av_reason(e)}") from e
 
 
 def has_audio(path: str | Path) -> bool:
@@ -41,17 +56,15 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         chunks = []
         try:
             for frame in c.decode(stream):
-                x = frame.to_ndarray()  # planar (channels, n) or packed (1, n * channels)
-                if not frame.format.is_planar:
-                    x = x.reshape(-1, len(frame.layout.channels)).T
-                if x.dtype.kind in "iu":
-                    x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-                chunks.append(x.astype(np.float32, copy=False))
+                chunks.append(audio_array(frame))
         except av.error.FFmpegError as e:
-            raise MediaError(f"{path} has corrupt audio: {e}") from e
+            raise MediaError(f"{path} has corrupt audio: {av_reason(e)}") from e
     if not chunks:
         raise MediaError(f"{path} has an audio track with no samples")
-    return np.concatenate(chunks, axis=1).T.copy(), int(rate)
+    x = np.concatenate(chunks)
+    if x.dtype.kind in "iu":  # integer PCM -> [-1, 1]
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    return x.astype(np.float32, copy=False), int(rate)
 
 
 def iter_video(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
@@ -72,4 +85,4 @@ def iter_video(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
                 t0 = frame.time if t0 is None else t0
                 yield frame.time - t0, frame
         except av.error.FFmpegError as e:
-            raise MediaError(f"{path} has corrupt video: {e}") from e
+            raise MediaError(f"{path} has corrupt video: {av_reason(e)}") from e

@@ -6,7 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from media_fixtures import write_av, write_wav
+from media import make_clip, write_wav
 
 from training.prepare import FaceSpec, PrepareError, prepare
 from training.ravdess import RavdessNameError, parse_name, scan
@@ -64,12 +64,12 @@ def ravdess_tree(tmp_path_factory, astronaut_bgr):
     root = tmp_path_factory.mktemp("ravdess") / "Actor_03"
     root.mkdir()
     face = astronaut_bgr[40:220, 150:330]  # the astronaut's head and shoulders
-    write_av(root / "01-01-05-01-01-01-03.mp4", face)  # audio-video, 48 kHz stereo AAC
-    write_av(root / "02-01-03-01-01-01-03.mp4", face, audio=False)  # video-only ...
-    write_wav(root / "03-01-03-01-01-01-03.wav", sr=44100, channels=2)  # ... paired with 44.1 kHz stereo wav
-    write_av(root / "01-01-04-01-01-01-03.mp4", face, audio=False)  # audio-video file without audio
-    write_av(root / "01-01-06-01-01-01-03.mp4", None)  # no face ever
-    write_av(root / "01-01-07-01-01-01-03.mp4", face, seconds=2.0, face_visible=lambda t: 0.5 <= t < 1.2)
+    make_clip(root / "01-01-05-01-01-01-03.mp4", face, seconds=1.5)  # audio-video, 48 kHz stereo AAC
+    make_clip(root / "02-01-03-01-01-01-03.mp4", face, seconds=1.5, audio=False)  # video-only ...
+    write_wav(root / "03-01-03-01-01-01-03.wav", rate=44100, channels=2)  # ... paired with 44.1 kHz stereo wav
+    make_clip(root / "01-01-04-01-01-01-03.mp4", face, seconds=1.5, audio=False)  # audio-video file without audio
+    make_clip(root / "01-01-06-01-01-01-03.mp4", face, seconds=1.5, face_visible=lambda t: False)  # no face ever
+    make_clip(root / "01-01-07-01-01-01-03.mp4", face, seconds=2.0, face_visible=lambda t: 0.5 <= t < 1.2)
     good = (root / "01-01-05-01-01-01-03.mp4").read_bytes()
     (root / "01-01-08-01-01-01-03.mp4").write_bytes(good[: len(good) // 2])  # truncated
     (root / "01-01-03-02-01-01-03.mp4").write_bytes(b"\x00junk" * 500)  # corrupt

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media_fixtures import write_wav
+from media import write_wav
 
 from avemo_edge.checkpoint import load_checkpoint
 from training.config import ConfigError, load_config
@@ -24,7 +24,7 @@ def cache(tmp_path_factory):
         d = root / "ravdess" / f"Actor_{actor:02d}"
         d.mkdir(parents=True)
         for code in EMOTION_CODES:
-            write_wav(d / f"03-01-{code:02d}-01-01-01-{actor:02d}.wav", seconds=0.8, sr=16000, channels=1)
+            write_wav(d / f"03-01-{code:02d}-01-01-01-{actor:02d}.wav", seconds=0.8, rate=16000, channels=1)
     rng = np.random.default_rng(0)
     for folder in ("FER2013Train", "FER2013Valid", "FER2013Test"):
         (root / "ferplus" / folder).mkdir(parents=True)

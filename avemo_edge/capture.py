@@ -1,0 +1,506 @@
+"""Capture: sources named by URI, each giving video frames and audio blocks stamped on the monotonic clock.
+
+    sample                      the embedded CREMA-D clip (assets/), read like file://
+    file://clip.mp4             video and its sound track through PyAV, in real time or as fast
+                                as possible, optionally looped
+    camera://0                  OpenCV camera index
+    v4l2:///dev/video0          a V4L2 device through OpenCV
+    csi://0                     a Jetson CSI camera (nvarguscamerasrc) through OpenCV's GStreamer
+    "... ! appsink"             any GStreamer pipeline through OpenCV
+    rtsp://host/stream          an RTSP stream through OpenCV's FFmpeg
+    mic://default, mic://NAME   a microphone through PyAudio (PortAudio), NAME a part of the device name
+
+As jetson-inference's `Capture(timeout)`: `read(timeout)` returns an item, or None when nothing
+came within the timeout; the end of a file raises `EndOfStream`, which is not an error. A live
+device that stops delivering raises `SourceLost` (the worker reopens it with backoff); a source
+that can never work raises `SourceError`. `SourceWorker` runs one source in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import AvemoError
+from .media import audio_array, av_reason
+
+log = logging.getLogger("avemo_edge")
+
+SAMPLE_CLIP = Path(__file__).parent / "assets" / "sample_crema-d_1001_DFA_ANG.mp4"
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # uint8 BGR (H, W, 3)
+    t: float  # capture time, monotonic seconds
+
+
+@dataclass
+class AudioBlock:
+    samples: np.ndarray  # (n, channels), int16 or float32
+    rate: int
+    t: float  # capture time of the first sample, monotonic seconds
+
+    @property
+    def end(self) -> float:
+        return self.t + len(self.samples) / self.rate
+
+
+class EndOfStream(Exception):
+    """A file has no more data (not an error)."""
+
+
+class SourceError(AvemoError):
+    """A source that cannot work: a bad URI, a corrupt file, a missing library."""
+
+
+class SourceLost(AvemoError):
+    """A live source that stopped delivering or cannot be opened now; worth reopening later."""
+
+
+class Source(Protocol):
+    uri: str
+    live: bool  # a device or stream that runs on its own clock (not a file)
+    has_video: bool  # known after open()
+    has_audio: bool
+
+    def open(self) -> None: ...
+
+    def read(self, timeout: float) -> Frame | AudioBlock | None: ...
+
+    def close(self) -> None: ...
+
+
+# --- files through PyAV -------------------------------------------------------------------
+class FileSource:
+    """Video frames and audio blocks of a media file, stamped t0 + pts on the monotonic clock.
+
+    In real time the reader sleeps until each item's stamp; otherwise the stamps run ahead of the
+    clock and the consumer paces the reader (see `Aligner.wait_for_room`). With `loop` the file
+    starts again at its end and the stamps go on without a jump.
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> None:
+        self.path, self.realtime, self.loop, self.want_audio = Path(path), realtime, loop, audio
+        self.uri = f"file://{self.path}"
+        self.has_video = self.has_audio = False
+        self._items: Iterator[Frame | AudioBlock] | None = None
+        self._pending: Frame | AudioBlock | None = None
+        self._container = None
+
+    def open(self) -> None:
+        import av
+
+        if not self.path.is_file():
+            raise SourceError(f"file {self.path} does not exist")
+        try:
+            container = av.open(str(self.path))
+        except av.error.FFmpegError as e:
+            raise SourceError(f"file {self.path} cannot be decoded: it is not a media file ({av_reason(e)})") from None
+        self.has_video = bool(container.streams.video)
+        self.has_audio = bool(container.streams.audio) and self.want_audio
+        container.close()
+        if not self.has_video and not self.has_audio:
+            raise SourceError(f"file {self.path} has neither a video nor an audio stream")
+        self._items = self._decode()
+
+    def _decode(self) -> Iterator[Frame | AudioBlock]:
+        import av
+
+        offset, t0 = 0.0, time.monotonic()
+        while True:
+            end = 0.0
+            try:
+                self._container = container = av.open(str(self.path))
+                streams = list(container.streams.video[:1])
+                if self.has_audio:
+                    streams += container.streams.audio[:1]
+                start = min((float(s.start_time * s.time_base) for s in streams if s.start_time is not None), default=0)
+                for packet in container.demux(streams):
+                    for frame in packet.decode():
+                        if frame.pts is None or frame.time is None:
+                            continue
+                        t = t0 + offset + frame.time - start
+                        if isinstance(frame, av.VideoFrame):
+                            item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
+                            rate = packet.stream.average_rate
+                            end = max(end, t + (float(1 / rate) if rate else 0.0))
+                        else:
+                            item = AudioBlock(audio_array(frame), frame.sample_rate, t)
+                            end = max(end, item.end)
+                        yield item
+            except av.error.FFmpegError as e:
+                where = f" after {end - t0 - offset:.1f} s" if end else ""
+                why = f"it is corrupt{where} ({av_reason(e)})"
+                raise SourceError(f"file {self.path} cannot be decoded: {why}") from None
+            finally:
+                container.close()
+                self._container = None
+            if not self.loop or end <= t0 + offset:
+                return
+            offset = end - t0
+
+    def read(self, timeout: float) -> Frame | AudioBlock | None:
+        if self._items is None:
+            raise SourceError(f"{self.uri} was read before it was opened")
+        if self._pending is None:
+            try:
+                self._pending = next(self._items)
+            except StopIteration:
+                raise EndOfStream from None
+        if self.realtime:
+            wait = self._pending.t - time.monotonic()
+            if wait > timeout:
+                time.sleep(timeout)
+                return None
+            if wait > 0:
+                time.sleep(wait)
+        item, self._pending = self._pending, None
+        return item
+
+    def close(self) -> None:
+        if self._items is not None:
+            self._items.close()
+        self._items, self._pending = None, None
+
+
+# --- cameras and streams through OpenCV ---------------------------------------------------
+def csi_pipeline(sensor: int, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+    """The usual Jetson CSI camera pipeline (nvarguscamerasrc -> BGR appsink)."""
+    return (
+        f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR "
+        "! appsink drop=true max-buffers=1"
+    )
+
+
+class OpenCVSource:
+    """A camera, V4L2 device, GStreamer pipeline or RTSP stream; always live.
+
+    `cv2.VideoCapture.read` blocks, so a reader thread keeps only the newest frame and `read`
+    waits for it with a timeout. A failed read means the device is lost (a camera never ends).
+    """
+
+    live = True
+    has_audio = False
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.has_video = True
+        self._cap = None
+        self._frames: queue.Queue[Frame | None] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _target(self) -> tuple[object, int]:
+        import cv2
+
+        u = self.uri
+        if u.startswith("camera://"):
+            index = u.removeprefix("camera://")
+            if not index.isdigit():
+                raise SourceError(f"camera URI {u!r} needs a camera index, such as camera://0")
+            return int(index), cv2.CAP_ANY
+        if u.startswith("v4l2://"):
+            return u.removeprefix("v4l2://"), cv2.CAP_V4L2
+        if u.startswith("csi://"):
+            sensor = u.removeprefix("csi://") or "0"
+            if not sensor.isdigit():
+                raise SourceError(f"CSI URI {u!r} needs a sensor number, such as csi://0")
+            return csi_pipeline(int(sensor)), cv2.CAP_GSTREAMER
+        if "!" in u:
+            return u, cv2.CAP_GSTREAMER
+        return u, cv2.CAP_FFMPEG  # rtsp://, http:// streams
+
+    def open(self) -> None:
+        import cv2
+
+        target, api = self._target()
+        if api == cv2.CAP_GSTREAMER and not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+            raise SourceError(
+                f"{self.uri} needs OpenCV built with GStreamer, and this one is not "
+                "(use the system OpenCV on a Jetson, not the opencv-python wheel)"
+            )
+        if isinstance(target, str) and api == cv2.CAP_V4L2 and not os.path.exists(target):
+            raise SourceLost(f"camera {target} does not exist")
+        cap = cv2.VideoCapture(target, api)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceLost(f"{self.uri} cannot be opened")
+        self._cap, self._stop = cap, threading.Event()
+        self._frames = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._reader, name=f"capture {self.uri}", daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        while not self._stop.is_set():
+            ok, image = self._cap.read()
+            item = Frame(image, time.monotonic()) if ok and image is not None else None
+            with contextlib.suppress(queue.Empty):
+                self._frames.get_nowait()  # keep only the newest frame
+            self._frames.put(item)
+            if item is None:
+                return
+
+    def read(self, timeout: float) -> Frame | None:
+        try:
+            item = self._frames.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is None:
+            raise SourceLost(f"{self.uri} stopped delivering frames")
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)  # a read stuck in a dead driver is left behind (daemon thread)
+        if self._cap is not None:
+            self._cap.release()
+        self._cap = self._thread = None
+
+
+# --- microphones through PyAudio ----------------------------------------------------------
+class MicSource:
+    """A PortAudio input device: 16-bit mono at the device's default rate, 1024-frame blocks.
+
+    The callback stamps each block with the monotonic time of its first sample (now minus the
+    block's duration). PyAudio is imported here so that it stays optional (`avemo-edge[mic]`).
+    """
+
+    live = True
+    has_video = False
+    has_audio = True
+    FRAMES_PER_BUFFER = 1024
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.device = uri.removeprefix("mic://") or "default"
+        self._pa = self._stream = None
+        self._blocks: queue.Queue[AudioBlock] = queue.Queue(maxsize=200)  # about 4 s at 48 kHz
+        self.overflows = 0
+        self.rate = 0
+
+    def _find(self, pa: object) -> dict:
+        devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+        inputs = [d for d in devices if d["maxInputChannels"] > 0]
+        if self.device == "default":
+            try:
+                return pa.get_default_input_device_info()
+            except OSError:
+                raise SourceLost("no default microphone is present") from None
+        if self.device.isdigit():
+            match = [d for d in inputs if d["index"] == int(self.device)]
+        else:
+            match = [d for d in inputs if self.device.lower() in d["name"].lower()]
+        if not match:
+            names = ", ".join(repr(d["name"]) for d in inputs) or "none"
+            raise SourceLost(f"no microphone matches {self.device!r} (inputs present: {names})")
+        return match[0]
+
+    def open(self) -> None:
+        try:
+            import pyaudio
+        except ImportError:
+            raise SourceError(
+                f"{self.uri} needs PyAudio: pip install 'avemo-edge[mic]' (and the PortAudio library)"
+            ) from None
+        with _quiet_stderr():  # PortAudio probes ALSA and JACK and prints pages of noise doing it
+            pa = pyaudio.PyAudio()
+        try:
+            info = self._find(pa)
+            self.rate = int(info["defaultSampleRate"])
+            self._blocks = queue.Queue(maxsize=self._blocks.maxsize)
+            self._stream = pa.open(
+                format=pyaudio.paInt16,
+                channels=1,
+                rate=self.rate,
+                input=True,
+                input_device_index=int(info["index"]),
+                frames_per_buffer=self.FRAMES_PER_BUFFER,
+                stream_callback=self._callback,
+            )
+        except SourceLost:
+            pa.terminate()
+            raise
+        except OSError as e:
+            pa.terminate()
+            raise SourceLost(f"{self.uri} cannot be opened ({e})") from None
+        self._pa = pa
+        log.info("microphone %s: %r at %d Hz", self.uri, info["name"], self.rate)
+
+    def _callback(self, data: bytes, frame_count: int, time_info: dict, status: int) -> tuple[None, int]:
+        import pyaudio
+
+        samples = np.frombuffer(data, dtype=np.int16).reshape(-1, 1)
+        block = AudioBlock(samples.copy(), self.rate, time.monotonic() - frame_count / self.rate)
+        try:
+            self._blocks.put_nowait(block)
+        except queue.Full:
+            self.overflows += 1
+        return None, pyaudio.paContinue
+
+    def read(self, timeout: float) -> AudioBlock | None:
+        if self._stream is not None and not self._stream.is_active() and self._blocks.empty():
+            raise SourceLost(f"{self.uri} stopped")
+        try:
+            return self._blocks.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(OSError):
+                self._stream.stop_stream()
+                self._stream.close()
+        if self._pa is not None:
+            self._pa.terminate()
+        self._pa = self._stream = None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C libraries' chatter) for the duration of the block."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# --- URIs ---------------------------------------------------------------------------------
+VIDEO_SCHEMES = ("sample", "file://", "camera://", "v4l2://", "csi://", "rtsp://", "rtsps://", "http://", "https://")
+
+
+def open_sources(video: str, audio: str, realtime: bool = True, loop: bool = False) -> list[Source]:
+    """The sources the config names: a video source (maybe with its own sound) and maybe a microphone."""
+    sources: list[Source] = []
+    file_audio = audio == "auto"
+    if video != "none":
+        if video == "sample" or video.startswith("file://"):
+            path = SAMPLE_CLIP if video == "sample" else Path(video.removeprefix("file://"))
+            sources.append(FileSource(path, realtime=realtime, loop=loop, audio=file_audio))
+        elif "!" in video or any(video.startswith(s) for s in VIDEO_SCHEMES):
+            sources.append(OpenCVSource(video))
+        else:
+            raise SourceError(
+                f"video source {video!r} is not a URI this runtime reads; use sample, file://PATH, camera://N, "
+                "v4l2:///dev/videoN, csi://N, rtsp://..., a GStreamer pipeline, or none"
+            )
+    if audio.startswith("mic://"):
+        sources.append(MicSource(audio))
+    elif audio not in ("auto", "none"):
+        raise SourceError(f"audio source {audio!r} is not known; use auto, none, mic://default or mic://NAME")
+    return sources
+
+
+# --- one thread per source ----------------------------------------------------------------
+class SourceWorker:
+    """Runs one source: open, read, hand items on; reopen a lost live source with backoff.
+
+    `on_item(item)` receives frames and audio blocks; `on_state(uri, state, detail)` hears of
+    'open', 'lost', 'ended' and 'failed', so that the daemon can log and publish them.
+    """
+
+    READ_TIMEOUT = 0.2
+
+    def __init__(
+        self,
+        source: Source,
+        on_item: Callable[[Frame | AudioBlock], None],
+        on_state: Callable[[str, str, str], None],
+        lost_after: float = 3.0,
+        retry_min: float = 1.0,
+        retry_max: float = 60.0,
+    ) -> None:
+        self.source, self.on_item, self.on_state = source, on_item, on_state
+        self.lost_after, self.retry_min, self.retry_max = lost_after, retry_min, retry_max
+        self.state = "starting"
+        self.error: SourceError | None = None
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"source {source.uri}", daemon=True)
+
+    @property
+    def done(self) -> bool:
+        """No more data will come: the file ended or the source failed for good."""
+        return self.state in ("ended", "failed")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+    def _set(self, state: str, detail: str = "") -> None:
+        self.state = state
+        self.on_state(self.source.uri, state, detail)
+
+    def _run(self) -> None:
+        backoff = self.retry_min
+        while not self.stop_event.is_set():
+            try:
+                self.source.open()
+            except SourceLost as e:
+                self._set("lost", f"{e}; retrying in {backoff:g} s")
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.retry_max)
+                continue
+            except SourceError as e:
+                self.error = e
+                self._set("failed", str(e))
+                return
+            self._set("open")
+            try:
+                reason = self._read_until_lost()
+            except SourceError as e:
+                self.error = e
+                self._set("failed", str(e))
+                return
+            except EndOfStream:
+                self._set("ended")
+                return
+            finally:
+                self.source.close()
+            if reason is None:
+                return  # asked to stop
+            backoff = self.retry_min
+            self._set("lost", f"{reason}; reopening in {backoff:g} s")
+            self.stop_event.wait(backoff)
+            backoff = min(backoff * 2, self.retry_max)
+
+    def _read_until_lost(self) -> str | None:
+        last = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                item = self.source.read(self.READ_TIMEOUT)
+            except SourceLost as e:
+                return str(e)
+            now = time.monotonic()
+            if item is None:
+                if self.source.live and now - last > self.lost_after:
+                    return f"no data for {now - last:.1f} s"
+                continue
+            last = now
+            self.on_item(item)
+        return None

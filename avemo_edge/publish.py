@@ -1,0 +1,315 @@
+"""Publishing: where each step's result goes, behind frigate's three methods.
+
+    publish(topic, payload, retain=False)   topic is relative: "state" or "status"
+    subscribe(topic, callback)              callback(topic, payload_bytes) on incoming messages
+    stop()                                  flush what can be flushed in a second, then close
+
+Every publisher puts messages on a bounded queue that a thread of its own drains, so a slow
+disk, a blocked pipe or a dead broker never holds up capture or recognition. When the queue is
+full the *oldest* message is dropped (what reaches a consumer after an outage is the most
+recent past) and `dropped` counts it.
+
+Only results leave the device: no publisher is ever given a frame or audio.
+
+- `JsonLinesPublisher`: one JSON object per step (the "state" messages) on stdout or appended
+  to a file; "text" prints one readable line per step instead.
+- `MqttPublisher` (paho-mqtt 2.x): `{prefix}/{device_id}/state` per step and a retained
+  `{prefix}/{device_id}/status`; a retained `{prefix}/{device_id}/availability` that reads
+  "online" while connected and "offline" after a clean stop or, through the broker's last will,
+  after a crash. paho reconnects on its own with backoff; messages wait on the queue meanwhile.
+  The password and the TLS client key are read from `$CREDENTIALS_DIRECTORY` (systemd's
+  `LoadCredential=`), never from the config file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .config import MQTTConfig
+from .errors import AvemoError
+
+log = logging.getLogger("avemo_edge")
+
+Callback = Callable[[str, bytes], None]
+
+
+class Publisher(Protocol):
+    dropped: int
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None: ...
+
+    def subscribe(self, topic: str, callback: Callback) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class QueuedPublisher:
+    """The bounded queue and sender thread that every publisher shares; subclasses implement `_send`."""
+
+    name = "queue"
+
+    def __init__(self, queue_size: int = 100) -> None:
+        self._queue: deque[tuple[str, dict[str, Any], bool]] = deque()
+        self._size = queue_size
+        self._cv = threading.Condition()
+        self._stopping = False
+        self.dropped = 0  # messages dropped because the queue was full or sending failed
+        self.sent = 0
+        self._warned = False
+        self._thread = threading.Thread(target=self._drain, name=f"publish {self.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        """Queue a message; never blocks (beyond a lock held for microseconds)."""
+        with self._cv:
+            if len(self._queue) >= self._size:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append((topic, payload, retain))
+            self._cv.notify()
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        """Nothing comes in through this publisher; the call is accepted and does nothing."""
+
+    def _ready(self) -> bool:
+        """Whether `_send` can be called now (MQTT: connected)."""
+        return True
+
+    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool:
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._queue and self._ready()) and not self._stopping:
+                    self._cv.wait(0.2)
+                if not self._queue or (self._stopping and not self._ready()):
+                    return
+                topic, payload, retain = self._queue.popleft()
+            try:
+                ok = self._send(topic, payload, retain)
+            except Exception as e:  # a writer must not die on one bad message or a broken pipe
+                if not self._warned:  # said once; later failures only count (see `dropped`)
+                    log.warning("%s publisher: cannot send a %s message (%s); dropping", self.name, topic, e)
+                    self._warned = True
+                ok = False
+            with self._cv:
+                if ok:
+                    self.sent += 1
+                else:
+                    self.dropped += 1
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._cv:
+            self.dropped += len(self._queue)  # what could not be flushed in time
+            self._queue.clear()
+
+
+def format_text(payload: dict[str, Any]) -> str:
+    """One readable line per step: time, label and its probability, what was present, the gates."""
+    p = payload["probs"][payload["label"]]
+    flags = " ".join(name for name in ("face", "speech") if payload.get(name)) or "-"
+    return (
+        f"{payload['t']:8.1f} s  {payload['label']:<9} {p:.2f}  {flags:<11} "
+        f"alpha {payload['alpha']:.2f}  beta {payload['beta']:.2f}  {payload['latency_ms']:.0f} ms"
+    )
+
+
+class JsonLinesPublisher(QueuedPublisher):
+    """Step results as JSON lines (or text lines) on a stream or appended to a file; status is not written."""
+
+    def __init__(self, target: str | Path | IO[str] = "-", fmt: str = "jsonl", queue_size: int = 100) -> None:
+        if fmt not in ("jsonl", "text"):
+            raise AvemoError(f"output format {fmt!r} is not known; use jsonl or text")
+        self.name = "stdout" if target == "-" else str(target)
+        super().__init__(queue_size)
+        self.fmt = fmt
+        if target == "-":
+            self._stream, self._own = sys.stdout, False
+        elif isinstance(target, str | Path):
+            try:
+                self._stream, self._own = open(target, "a", encoding="utf-8", buffering=1), True  # noqa: SIM115
+            except OSError as e:
+                raise AvemoError(f"output file {target} cannot be opened for appending ({e.strerror})") from None
+        else:
+            self._stream, self._own = target, False
+        self.start()
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        if topic == "state":
+            super().publish(topic, payload, retain)
+
+    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool:
+        line = format_text(payload) if self.fmt == "text" else json.dumps(payload, separators=(",", ":"))
+        self._stream.write(line + "\n")
+        self._stream.flush()
+        return True
+
+    def stop(self, timeout: float = 1.0) -> None:
+        super().stop(timeout)
+        if self._own:
+            self._stream.close()
+
+
+def read_credential(name: str, what: str) -> Path:
+    """The path of systemd credential `name` ($CREDENTIALS_DIRECTORY/name); an AvemoError if absent."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise AvemoError(
+            f"{what} = {name!r} needs $CREDENTIALS_DIRECTORY (set by systemd's LoadCredential=), which is not set"
+        )
+    path = Path(directory) / name
+    if not path.is_file():
+        raise AvemoError(f"{what} = {name!r}: there is no credential {path}")
+    return path
+
+
+class MqttPublisher(QueuedPublisher):
+    name = "mqtt"
+
+    def __init__(self, cfg: MQTTConfig) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise AvemoError("mqtt.enabled = true needs paho-mqtt: pip install 'paho-mqtt>=2'") from None
+        super().__init__(cfg.queue_size)
+        self.cfg = cfg
+        self.device_id = cfg.device_id or socket.gethostname()
+        self.base = f"{cfg.prefix}/{self.device_id}"
+        self.availability = f"{self.base}/availability"
+        self._subscriptions: dict[str, Callback] = {}
+        self._connected = threading.Event()
+        self.connects = 0  # successful connections, the first included
+        client_id = cfg.client_id or f"avemo-edge-{self.device_id}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.will_set(self.availability, "offline", qos=max(cfg.qos, 1), retain=True)
+        if cfg.username:
+            password = None
+            if cfg.password_credential:
+                path = read_credential(cfg.password_credential, "mqtt.password_credential")
+                password = path.read_text(encoding="utf-8").rstrip("\r\n")
+            self.client.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            key = read_credential(cfg.tls.key_credential, "mqtt.tls.key_credential") if cfg.tls.key_credential else None
+            for key_name in ("ca_file", "cert_file"):
+                value = getattr(cfg.tls, key_name)
+                if value and not Path(value).is_file():
+                    raise AvemoError(f"mqtt.tls.{key_name} = {value!r} does not exist")
+            self.client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.cert_file or None, keyfile=key)
+            self.client.tls_insecure_set(cfg.tls.insecure)
+        self.client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        self.client.max_queued_messages_set(cfg.queue_size)  # paho's own queue (QoS 1/2 in flight) is bounded too
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self.client.loop_start()  # connects, and reconnects for ever, in paho's own thread
+        self.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def topic(self, relative: str) -> str:
+        return f"{self.base}/{relative}"
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+            return
+        self.connects += 1
+        client.publish(self.availability, "online", qos=max(self.cfg.qos, 1), retain=True)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=self.cfg.qos)
+        self._connected.set()
+        cfg = self.cfg
+        log.info("MQTT connected to %s:%d as %s (connection %d)", cfg.host, cfg.port, self.base, self.connects)
+        self._wake()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._stopping:
+            log.warning("MQTT lost the broker %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, reason)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        callback = self._subscriptions.get(message.topic)
+        if callback is not None:
+            try:
+                callback(message.topic, message.payload)
+            except Exception as e:  # a bad command must not kill paho's network thread
+                log.warning("MQTT message on %s could not be handled (%s)", message.topic, e)
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        """Subscribe to `{prefix}/{device_id}/{topic}`, now and after every reconnect."""
+        full = self.topic(topic)
+        self._subscriptions[full] = callback
+        if self.connected:
+            self.client.subscribe(full, qos=self.cfg.qos)
+
+    def _ready(self) -> bool:
+        return self._connected.is_set()
+
+    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool:
+        from paho.mqtt.client import MQTT_ERR_SUCCESS
+
+        info = self.client.publish(self.topic(topic), json.dumps(payload, separators=(",", ":")), self.cfg.qos, retain)
+        return info.rc == MQTT_ERR_SUCCESS
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Flush the queue, mark the device offline (retained), disconnect."""
+        super().stop(timeout)
+        if self.connected:
+            info = self.client.publish(self.availability, "offline", qos=max(self.cfg.qos, 1), retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass  # the connection went away meanwhile; the last will says the same
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class FanOut:
+    """Several publishers behind the same three methods."""
+
+    def __init__(self, publishers: list[Publisher]) -> None:
+        self.publishers = publishers
+
+    @property
+    def dropped(self) -> int:
+        return sum(p.dropped for p in self.publishers)
+
+    def drops(self) -> dict[str, int]:
+        return {getattr(p, "name", type(p).__name__): p.dropped for p in self.publishers}
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        for p in self.publishers:
+            p.publish(topic, payload, retain)
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        for p in self.publishers:
+            p.subscribe(topic, callback)
+
+    def stop(self) -> None:
+        for p in self.publishers:
+            p.stop()

@@ -1,0 +1,101 @@
+"""Test clips made on the spot with PyAV: H.264 video of a real face photo moving in the frame,
+AAC 48 kHz stereo sound with voiced 'speech' (harmonics of 140 Hz, syllable-rate envelope)
+in chosen intervals and near-silence elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+W, H = 480, 320
+
+
+def face_frame(face_bgr: np.ndarray, t: float, visible: bool) -> np.ndarray:
+    frame = np.full((H, W, 3), (90, 110, 70), np.uint8)
+    if visible:
+        side = 220
+        face = cv2.resize(face_bgr, (side, side), interpolation=cv2.INTER_AREA)
+        x = int(20 + (W - side - 40) * (0.5 + 0.5 * np.sin(2 * np.pi * t / 3.0)))  # slides left and right
+        y = 40
+        frame[y : y + side, x : x + side] = face
+    return frame
+
+
+def voice(t: np.ndarray, rate: int, level_dbfs: float = -20.0) -> np.ndarray:
+    f0 = 140 * (1 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    x *= 0.6 + 0.4 * np.abs(np.sin(2 * np.pi * 2.0 * t))  # syllables
+    rms = np.sqrt(np.mean(x**2)) or 1.0
+    return x / rms * 10 ** (level_dbfs / 20)
+
+
+def make_clip(
+    path: Path,
+    face_bgr: np.ndarray,
+    seconds: float = 3.0,
+    fps: int = 15,
+    face_visible: Callable[[float], bool] = lambda t: True,
+    speech: list[tuple[float, float]] | None = None,
+    audio: bool = True,
+    rate: int = 48_000,
+) -> Path:
+    """Write an mp4 (H.264 + AAC stereo) and return its path."""
+    speech = [(0.0, seconds)] if speech is None else speech
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=fps)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    vs.options = {"preset": "ultrafast", "crf": "23"}
+    if audio:
+        a_st = out.add_stream("aac", rate=rate)
+        a_st.layout = "stereo"
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        frame = av.VideoFrame.from_ndarray(face_frame(face_bgr, t, face_visible(t)), format="bgr24")
+        frame.pts, frame.time_base = i, Fraction(1, fps)
+        for p in vs.encode(frame):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    if audio:
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        x = np.random.default_rng(0).standard_normal(n) * 10 ** (-80 / 20)  # a quiet room
+        v = voice(t, rate)
+        for a, b in speech:
+            sel = (t >= a) & (t < b)
+            x[sel] += v[sel]
+        stereo = np.stack([x, 0.9 * x]).astype(np.float32)  # (2, n) planar
+        block = 1024
+        for start in range(0, n, block):
+            chunk = np.ascontiguousarray(stereo[:, start : start + block])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            for p in a_st.encode(frame):
+                out.mux(p)
+        for p in a_st.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+def write_wav(path: Path, seconds: float = 1.5, rate: int = 44_100, channels: int = 2) -> Path:
+    """A 16-bit PCM wav of voiced 'speech' (the same voice as make_clip's)."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = voice(t, rate)
+    pcm = (np.stack([x * (1 - 0.1 * c) for c in range(channels)]) * 32767).astype(np.int16)  # (channels, n)
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("pcm_s16le", rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.T).reshape(1, -1), format="s16", layout=layout)
+        frame.sample_rate, frame.pts = rate, 0
+        for p in st.encode(frame):
+            out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return path

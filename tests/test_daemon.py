@@ -1,0 +1,310 @@
+"""The daemon on generated clips (real H.264 + AAC decoding, real face detection, a random-weight model)."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from avemo_edge.align import END, Aligner
+from avemo_edge.capture import AudioBlock, Frame
+from avemo_edge.config import ConfigError, load_config, parse_config
+from avemo_edge.daemon import Daemon, ModelMissingError
+from avemo_edge.publish import JsonLinesPublisher, QueuedPublisher
+from avemo_edge.sdnotify import Notifier
+
+
+def run_file(clip, model, tmp_path, **source):
+    cfg = parse_config(
+        {
+            "source": {"video": f"file://{clip}", "realtime": False, **source},
+            "model": {"path": str(model)},
+            "output": {"stdout": "none"},
+        }
+    )
+    out = tmp_path / f"{clip.stem}.jsonl"
+    pub = JsonLinesPublisher(out)
+    summary = Daemon(cfg, publisher=pub).run()
+    pub.stop()
+    return summary, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_file_with_face_and_speech(clips, random_model, tmp_path):
+    summary, msgs = run_file(clips["av"], random_model, tmp_path)
+    assert summary.reason == "end of stream" and summary.steps == len(msgs)
+    assert 30 <= len(msgs) <= 31  # 3 s at one step per 100 ms (+ the padded tail)
+    assert [m["step"] for m in msgs] == list(range(len(msgs)))
+    assert np.allclose(np.diff([m["t"] for m in msgs]), 0.1, atol=1e-3)
+    m = msgs[10]
+    assert set(m) >= {"time", "t", "label", "probs", "raw", "alpha", "beta", "face", "speech", "latency_ms"}
+    assert abs(sum(m["probs"].values()) - 1) < 1e-3 and m["label"] in m["probs"]
+    assert all(m["face"] for m in msgs[:30])
+    # speech from 0.5 s to 2.5 s: steps 5..24 are loud, the steps before and after are near-silent
+    speech = [m["speech"] for m in msgs[:30]]
+    assert speech[:5] == [False] * 5 and speech[5:25] == [True] * 20 and not any(speech[26:30])
+    assert all(m["beta"] > 0 for m in msgs[:30]) and all(m["alpha"] > 0 for m in msgs[:30])
+
+
+def test_face_appears_and_disappears(clips, random_model, tmp_path):
+    _, msgs = run_file(clips["blink"], random_model, tmp_path)
+    face = [m["face"] for m in msgs[:30]]
+    # the face is gone for frames in [1.0, 2.0): steps whose newest frame falls there have none
+    assert face[:10] == [True] * 10 and face[10:20] == [False] * 10 and face[20:] == [True] * 10
+    assert all(m["alpha"] == 0 for m in msgs[10:20])
+    assert all(m["audio"] for m in msgs[:30])  # a step without a face still gives a result
+
+
+def test_file_without_audio_is_visual_only(clips, random_model, tmp_path, caplog):
+    caplog.set_level("INFO", logger="avemo_edge")
+    summary, msgs = run_file(clips["mute"], random_model, tmp_path)
+    assert len(msgs) == 20 and summary.speech == 0
+    assert all(m["face"] and not m["audio"] and not m["speech"] and m["beta"] == 0 for m in msgs)
+    assert "has no audio track: visual only" in caplog.text
+
+
+def test_looped_file_runs_until_stopped(clips, random_model, tmp_path):
+    cfg = parse_config(
+        {
+            "source": {"video": f"file://{clips['mute']}", "realtime": False, "loop": True},
+            "model": {"path": str(random_model)},
+        }
+    )
+    out = tmp_path / "loop.jsonl"
+    pub = JsonLinesPublisher(out)
+    daemon = Daemon(cfg, publisher=pub)
+
+    def stop_after_22_steps():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 22):
+            time.sleep(0.1)
+        daemon.stop()
+
+    threading.Thread(target=stop_after_22_steps, daemon=True).start()
+    summary = daemon.run()
+    pub.stop()
+    assert summary.reason == "stopped" and summary.steps >= 22  # past the 2 s clip's end
+    t = [json.loads(line)["t"] for line in out.read_text().splitlines()]
+    assert np.allclose(np.diff(t), 0.1, atol=1e-3)  # no jump where the file starts again
+
+
+class Collect(QueuedPublisher):
+    name = "collect"
+
+    def __init__(self):
+        super().__init__(1000)
+        self.messages = []
+        self.start()
+
+    def _send(self, topic, payload, retain):
+        self.messages.append((topic, payload))
+        return True
+
+
+def test_lost_camera_is_retried_and_reported(random_model):
+    cfg = parse_config(
+        {
+            "source": {"video": "v4l2:///dev/video-avemo-test", "retry_min_s": 0.2, "retry_max_s": 0.4},
+            "model": {"path": str(random_model)},
+            "status": {"interval_s": 0.2},
+        }
+    )
+    pub = Collect()
+    daemon = Daemon(cfg, publisher=pub)
+
+    def stop_after_second_retry():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("retrying in 0.4 s" in str(m) for m in list(pub.messages)):
+            time.sleep(0.05)
+        daemon.stop()
+
+    threading.Thread(target=stop_after_second_retry, daemon=True).start()
+    summary = daemon.run()
+    assert summary.reason == "stopped"
+    pub.stop()
+    statuses = [p for topic, p in pub.messages if topic == "status"]
+    lost = [s["sources"]["v4l2:///dev/video-avemo-test"] for s in statuses if s["sources"]]
+    assert lost and lost[0]["state"] == "lost" and "does not exist; retrying in 0.2 s" in lost[0]["detail"]
+    assert any("retrying in 0.4 s" in s["detail"] for s in lost)  # backoff doubles up to retry_max_s
+    assert statuses[-1]["state"] == "stopped"
+
+
+def test_missing_default_model_is_one_sentence(monkeypatch, tmp_path):
+    import avemo_edge.daemon as d
+
+    monkeypatch.setattr(d, "default_model_path", lambda: tmp_path / "default.pt")
+    with pytest.raises(ModelMissingError, match=r"default model .*default\.pt is not installed yet.*--model PATH"):
+        Daemon(parse_config({"output": {"stdout": "none"}})).run()
+
+
+def test_corrupt_file_is_refused_in_one_sentence(tmp_path, clips, random_model):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(20000))
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(clips["av"].read_bytes()[:3000])
+    for path in (bad, truncated):
+        cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "--source", f"file://{path}"]
+        cmd += ["--model", str(random_model)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and str(path) in err[0] and "cannot be decoded" in err[0], r.stderr
+
+
+def test_run_without_any_model_fails_clearly():
+    # the shipped default model does not exist yet in this tree; when it does, this test is moot
+    from avemo_edge.doctor import default_model_path
+
+    if default_model_path().is_file():
+        pytest.skip("a default model is installed")
+    r = subprocess.run([sys.executable, "-m", "avemo_edge.cli", "run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "avemo_edge/assets/default.pt is not installed yet" in r.stderr
+    assert "pass a checkpoint with --model PATH or set [model] path in the config" in r.stderr
+
+
+# --- configuration ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[mqtt]\nqos = 3\n", "mqtt.qos = 3 is invalid: QoS must be 0, 1 or 2"),
+        ("[mqtt]\nport = 'abc'\n", "mqtt.port = 'abc' is invalid: must be an integer"),
+        ("[source]\nvidoe = 'camera://0'\n", "unknown key source.vidoe (value 'camera://0'); source takes audio,"),
+        ("[mqtt.tls]\nenabeld = true\n", "unknown key mqtt.tls.enabeld (value true)"),
+        ("[recognition]\nsmoothing = 1.5\n", "recognition.smoothing = 1.5 is invalid: must be in [0, 1)"),
+        ("[camera]\nx = 1\n", "unknown key camera (value a table); the top level takes log, model, mqtt"),
+        ("[source]\nvideo = 'camera://0'\nrealtime = false\n", "source.realtime = false is invalid"),
+        ("[source]\nvideo = 'webcam'\n", "source.video = 'webcam' is invalid: use sample, file://PATH"),
+        ("[mqtt\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_named(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_validate_config_cli(tmp_path):
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("[mqtt]\nenabled = true\nport = 1884\nqos = 1\n[source]\nvideo = 'camera://0'\n")
+    bad.write_text("[output]\nstdout = 'xml'\n")
+    cli = [sys.executable, "-m", "avemo_edge.cli", "run", "--validate-config", "--config"]
+    r = subprocess.run([*cli, str(good)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "is valid" in r.stderr and json.loads(r.stdout)["mqtt"]["qos"] == 1
+    r = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "output.stdout = 'xml' is invalid: must be 'jsonl', 'text' or 'none'" in r.stderr
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "systemd" / "avemo-edge.toml")
+    assert cfg.mqtt.enabled and cfg.mqtt.password_credential
+
+
+# --- alignment ------------------------------------------------------------------------------
+def test_aligner_places_audio_and_frames_on_the_grid():
+    a = Aligner(max_frame_age=0.25)
+    a.source_started("file://x", video=True, audio=True, live=False)
+    rng = np.random.default_rng(0)
+    t0 = 100.0
+    for i in range(9):  # 30 fps frames for 0.3 s
+        a.add(Frame(np.full((4, 4, 3), i, np.uint8), t0 + i / 30))
+    audio = (rng.standard_normal((4800, 2)) * 0.1).astype(np.float32)  # 0.3 s at 16 kHz, stereo
+    a.add(AudioBlock(audio[:1000], 16000, t0))
+    assert a.next_step(0.01) is None  # audio covers only 62 ms: step 0 waits
+    a.add(AudioBlock(audio[1000:], 16000, t0 + 1000 / 16000))
+    s0 = a.next_step(0.01)
+    assert s0.index == 0 and s0.t == pytest.approx(t0 + 0.1) and s0.audio.shape == (64, 10)
+    assert s0.frame[0, 0, 0] == 2  # frames at 0, 33, 67 ms are before the end; 100 ms is not
+    s1 = a.next_step(0.01)
+    assert s1.frame[0, 0, 0] == 5
+    a.source_stopped("file://x")
+    s2 = a.next_step(0.01)
+    assert s2.index == 2 and s2.frame[0, 0, 0] == 8 and s2.audio is not None
+    assert a.next_step(0.01) == END
+
+
+def test_aligner_live_deadline_and_catch_up():
+    a = Aligner(live_latency=0.05, max_lag=0.5)
+    a.source_started("camera://0", video=True, audio=False, live=True)
+    now = time.monotonic()
+    a.add(Frame(np.zeros((4, 4, 3), np.uint8), now))
+    # no newer frame comes: the step is still taken once its deadline passes
+    t = time.monotonic()
+    s = a.next_step(1.0)
+    assert s.index == 0 and 0.1 <= time.monotonic() - t < 0.5 and s.frame is not None
+    time.sleep(1.0)  # the loop stalls; the next step skips ahead instead of queueing
+    s = a.next_step(1.0)
+    assert s.index >= 8 and a.skipped >= 7 and s.frame is None  # that frame is older than max_frame_age
+
+
+def test_audio_timeline_follows_sample_count_through_bursts_and_resyncs_on_gaps():
+    a = Aligner()
+    a.source_started("mic://default", video=False, audio=True, live=True)
+    block = np.zeros((1600, 1), np.int16)  # 100 ms at 16 kHz
+    a.add(AudioBlock(block, 16000, 10.0))
+    for _ in range(4):  # four blocks that arrive together, 0.3 s late: placed by sample count
+        a.add(AudioBlock(block, 16000, 10.7))
+    assert a.resyncs == 0 and sorted(a._slices) == [0, 1, 2, 3, 4]
+    a.add(AudioBlock(block, 16000, 12.0))  # 1.5 s after where its sample count puts it: samples lost
+    assert a.resyncs == 1 and 20 in a._slices
+
+
+# --- sd_notify ------------------------------------------------------------------------------
+def test_notifier_sends_datagrams(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(1.0)
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+    n.ready("up")
+    n.watchdog()
+    n.watchdog()  # within the half interval: not sent
+    n.status("10.0 steps/s")
+    assert server.recv(100) == b"READY=1\nSTATUS=up"
+    assert server.recv(100) == b"WATCHDOG=1"
+    assert server.recv(100) == b"STATUS=10.0 steps/s"
+    assert Notifier({}).enabled is False and Notifier({"NOTIFY_SOCKET": "@abstract"}).address == "\0abstract"
+    assert Notifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_interval is None  # not our pid
+    server.close()
+
+
+def test_publisher_queue_drops_the_oldest_and_counts():
+    class Stuck(QueuedPublisher):
+        def _ready(self):
+            return False  # a broker that never comes
+
+    p = Stuck(queue_size=5)
+    p.start()
+    t = time.perf_counter()
+    for i in range(20):
+        p.publish("state", {"i": i})
+    assert time.perf_counter() - t < 0.05  # never blocks
+    assert p.dropped == 15 and [m[1]["i"] for m in p._queue] == [15, 16, 17, 18, 19]
+    p.stop(timeout=0.5)
+    assert p.dropped == 20
+
+
+def test_main_job_runs_on_the_embedded_sample(random_model):
+    """What `make run` becomes once the default model ships: the CREMA-D sample, in real time, as text."""
+    from avemo_edge.capture import SAMPLE_CLIP
+
+    assert SAMPLE_CLIP.is_file() and SAMPLE_CLIP.stat().st_size < 200_000
+    assert (SAMPLE_CLIP.parent / "SAMPLE_LICENSE.md").is_file()
+    cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "--source", "sample", "--output", "text"]
+    r = subprocess.run([*cmd, "--model", str(random_model)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 23  # 2.3 s of clip, one line per 100 ms
+    assert all(" face " in line for line in lines)  # the actor's face is found in every step
+    assert "beta 0.00" not in r.stdout  # and every step has its audio slice, even paced in real time
+    assert sum("speech" in line for line in lines) >= 8  # he speaks for about a second
+    assert "stopped (end of stream): 23 steps" in r.stderr

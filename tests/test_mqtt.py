@@ -1,0 +1,277 @@
+"""The daemon against a real Mosquitto broker on a free loopback port (Debian package `mosquitto`)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is absent (apt-get install mosquitto)")
+mqtt = pytest.importorskip("paho.mqtt.client")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A mosquitto process on 127.0.0.1:port that can be stopped and started again on the same port."""
+
+    def __init__(self, tmp: Path, port: int, extra: str = "") -> None:
+        self.port, self.conf, self.proc = port, tmp / f"mosquitto-{port}.conf", None
+        user = "user root\n" if os.geteuid() == 0 else ""  # as root it would drop to 'mosquitto', who cannot read tmp
+        self.conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{extra or 'allow_anonymous true'}\n")
+        self.log = tmp / f"mosquitto-{port}.log"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.log, "a")
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path, free_port())
+    b.start()
+    yield b
+    b.stop()
+
+
+class Listener:
+    """A paho client that records (receive time, topic, payload, retained) for everything under a prefix."""
+
+    def __init__(self, port: int, topic: str = "avemo/#") -> None:
+        self.messages: list[tuple[float, str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"listener-{port}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.append((time.monotonic(), msg.topic, msg.payload, bool(msg.retain)))
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = predicate(list(self.messages))
+            if got:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; got {len(self.messages)} messages")
+
+    def topic(self, name: str, since: float = 0.0) -> list[tuple[float, bytes, bool]]:
+        with self.lock:
+            return [(t, p, r) for t, top, p, r in self.messages if top == name and t >= since]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def daemon_config(tmp: Path, port: int, clip: Path, model: Path, extra: str = "") -> Path:
+    path = tmp / "daemon.toml"
+    path.write_text(
+        f"""
+[source]
+video = "file://{clip}"
+loop = true
+[model]
+path = "{model}"
+[output]
+stdout = "none"
+[mqtt]
+enabled = true
+port = {port}
+device_id = "kiosk"
+qos = 0
+reconnect_min_s = 0.2
+reconnect_max_s = 0.5
+keepalive_s = 5
+{extra}
+[status]
+interval_s = 0.5
+"""
+    )
+    return path
+
+
+def test_daemon_publishes_survives_a_broker_restart_and_stops_cleanly(broker, tmp_path, clips, random_model):
+    notify = tmp_path / "notify.sock"
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(str(notify))
+    sd.settimeout(0.2)
+    datagrams: list[str] = []
+
+    def read_notify():
+        while True:
+            try:
+                datagrams.append(sd.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=read_notify, daemon=True).start()
+    listener = Listener(broker.port)
+    cfg = daemon_config(tmp_path, broker.port, clips["av"], random_model)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1000000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avemo_edge.cli", "run", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        state = "avemo/kiosk/state"
+        listener.wait_for(lambda m: len([x for x in m if x[1] == state]) >= 15, 90, "15 state messages")
+        first = json.loads(listener.topic(state)[0][1])
+        assert set(first) >= {"time", "t", "label", "probs", "raw", "alpha", "beta", "face", "speech", "latency_ms"}
+        assert listener.topic("avemo/kiosk/availability")[-1][1] == b"online"
+
+        broker.stop()  # the broker goes away for a while; the daemon must keep running
+        t_down = time.monotonic()
+        time.sleep(1.5)
+        assert proc.poll() is None
+        broker.start()
+        t_up = time.monotonic()
+
+        def fifteen_after_restart(m):
+            fresh = [x for x in m if x[1] == state and x[0] >= t_up]
+            return fresh if len(fresh) >= 15 else None
+
+        after = listener.wait_for(fifteen_after_restart, 30, "state messages after the broker came back")
+        resumed = after[0][0] - t_up
+        online_again = [t for t, p, _ in listener.topic("avemo/kiosk/availability", t_up) if p == b"online"]
+        assert online_again, "availability was not set online again after the reconnect"
+        steps_before = max(json.loads(p)["step"] for t, p, _ in listener.topic(state) if t < t_down)
+        assert json.loads(after[-1][2])["step"] > steps_before
+        status = listener.wait_for(
+            lambda m: [json.loads(x[2]) for x in m if x[1] == "avemo/kiosk/status" and x[0] >= t_up],
+            10,
+            "a status message after the restart",
+        )[-1]
+        assert status["state"] == "running" and status["fps"] > 0 and "stage_ms_p50" in status
+        print(
+            f"\nbroker down {t_up - t_down:.2f} s; first state message {resumed:.2f} s after it came back; "
+            f"{len(listener.topic(state))} state messages; dropped {status['dropped']}"
+        )
+
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "SIGTERM received: stopping" in err
+        listener.wait_for(
+            lambda m: [x for x in m if x[1] == "avemo/kiosk/availability" and x[2] == b"offline"], 5, "offline"
+        )
+        stopped = [json.loads(p) for _, p, _ in listener.topic("avemo/kiosk/status")][-1]
+        assert stopped["state"] == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+        sd.close()
+
+    assert datagrams[0].startswith("READY=1")
+    assert datagrams.count("WATCHDOG=1") >= 3
+    assert any(d.startswith("STATUS=") and "steps/s" in d for d in datagrams)
+    assert any(d.startswith("STOPPING=1") for d in datagrams)
+    assert datagrams.index("WATCHDOG=1") > 0  # pings come from the running loop, after READY
+
+
+def test_last_will_marks_a_killed_daemon_offline(broker, tmp_path):
+    listener = Listener(broker.port)
+    code = (
+        "import time, sys\n"
+        "from avemo_edge.config import MQTTConfig\n"
+        "from avemo_edge.publish import MqttPublisher\n"
+        f"p = MqttPublisher(MQTTConfig(enabled=True, port={broker.port}, device_id='victim'))\n"
+        "while not p.connected: time.sleep(0.02)\n"
+        "print('up', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        listener.wait_for(lambda m: [x for x in m if x[2] == b"online"], 10, "online")
+        proc.kill()  # no clean stop: only the broker's last will can say it
+        proc.wait()
+        listener.wait_for(
+            lambda m: [x for x in m if x[1] == "avemo/victim/availability" and x[2] == b"offline"], 15, "the will"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+    # a new subscriber sees the retained "offline"
+    late = Listener(broker.port, "avemo/victim/availability")
+    try:
+        got = late.wait_for(lambda m: m, 5, "the retained availability")
+        assert got[0][2] == b"offline" and got[0][3] is True
+    finally:
+        late.close()
+
+
+def test_credentials_from_credentials_directory(tmp_path, monkeypatch):
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is absent")
+    pw_file = tmp_path / "passwd"
+    subprocess.run([passwd, "-c", "-b", str(pw_file), "kiosk", "s3cret"], check=True, capture_output=True)
+    pw_file.chmod(0o700)
+    b = Broker(tmp_path, free_port(), f"allow_anonymous false\npassword_file {pw_file}")
+    b.start()
+    from avemo_edge.config import MQTTConfig
+    from avemo_edge.errors import AvemoError
+    from avemo_edge.publish import MqttPublisher
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("s3cret\n")
+    cfg = MQTTConfig(enabled=True, port=b.port, device_id="cred", username="kiosk", password_credential="mqtt_password")
+    try:
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        with pytest.raises(AvemoError, match=r"needs \$CREDENTIALS_DIRECTORY .* which is not set"):
+            MqttPublisher(cfg)
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        p = MqttPublisher(cfg)
+        deadline = time.monotonic() + 10
+        while not p.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.connected
+        p.stop()
+        (creds / "mqtt_password").write_text("wrong\n")
+        p = MqttPublisher(cfg)
+        time.sleep(1.0)
+        assert not p.connected  # refused, logged, and retried in the background
+        p.stop()
+    finally:
+        b.stop()
