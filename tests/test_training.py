@@ -75,6 +75,14 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     )
     meta = load_checkpoint(joint).meta
     assert any("not real videos" in n for n in meta["notes"])
+    frozen = train(
+        cfg(cache, tmp_path / "frozen", "joint", max_epochs=1, init_visual=str(visual), init_audio=str(audio),
+            freeze="visual,audio"),
+        echo=lambda *a: None,
+    )  # fmt: skip
+    a, b = load_checkpoint(visual).state_dict, load_checkpoint(frozen).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("visual."))  # weights and BN statistics
+    assert not torch.equal(a["fusion.gate_v.weight"], b["fusion.gate_v.weight"])
     no_tcs = train(
         cfg(
             cache,

@@ -69,6 +69,13 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
                 raise TrainError(f"{path} has {ckpt.dims.face_size} px faces; this run trains {dims.face_size} px")
             part = {k[len(prefix) :]: v.float() for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
             getattr(model, prefix[:-1]).load_state_dict(part)
+    parts = [p.strip() for p in cfg.freeze.split(",") if p.strip()]
+    for part in parts:
+        if part not in ("visual", "audio"):
+            raise TrainError(f"freeze takes 'visual', 'audio' or both, not {part!r}")
+        branch = getattr(model, part)
+        branch.requires_grad_(False)
+        # A frozen branch also keeps its batch-norm statistics: see Run.train_epoch.
     return model
 
 
@@ -76,6 +83,8 @@ def param_groups(model: AVEmotionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Two learning rates (visual vs the rest); weight decay only on weight matrices and kernels."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         groups.setdefault((name.startswith("visual."), p.ndim >= 2), []).append(p)
     return [
         {"params": ps, "lr": cfg.lr_visual if vis else cfg.lr, "weight_decay": cfg.weight_decay if decay else 0.0}
@@ -199,6 +208,10 @@ class Run:
 
     def train_epoch(self, progress: Any) -> dict[str, float]:
         self.model.train()
+        for part in ("visual", "audio"):
+            branch = getattr(self.model, part)
+            if not any(p.requires_grad for p in branch.parameters()):
+                branch.eval()  # frozen: batch norm uses its running statistics and leaves them alone
         self._set_epoch()
         sums, n = {"loss": 0.0, "ce": 0.0, "tcs": 0.0}, 0
         total = (
