@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportedModelError
+from .errors import AvemoError, ExportedModelError
 from .graph_backend import GraphBackend
 from .manifest import GRAPHS, load_export
 
@@ -102,8 +102,11 @@ class TensorRTBackend(GraphBackend):
         exported = load_export(model_path, "tensorrt")
         super().__init__(exported)
         built = exported.manifest.get("tensorrt", {})
-        cuda.init()
-        dev = cuda.Device(device)
+        try:
+            cuda.init()
+            dev = cuda.Device(device)
+        except cuda.Error as e:
+            raise AvemoError(f"the tensorrt backend needs CUDA device {device}, which CUDA cannot open ({e})") from e
         here = {"version": trt.__version__, "compute_capability": ".".join(map(str, dev.compute_capability()))}
         for key, value in here.items():
             if built.get(key) != value:

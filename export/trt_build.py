@@ -141,8 +141,13 @@ def export_engines(
         raise ExportError(f"{fmt.name!r} is not a TensorRT format; choose tensorrt or tensorrt-fp16")
     if max_batch < 1:
         raise ExportError(f"max batch must be at least 1, not {max_batch}")
-    cuda.init()
-    dev = cuda.Device(0)
+    try:
+        cuda.init()
+        dev = cuda.Device(0)
+    except cuda.Error as e:
+        raise ExportError(
+            f"TensorRT engines are built on the GPU that runs them, and CUDA finds none here ({e})"
+        ) from e
     cc = dev.compute_capability()
     info: dict[str, Any] = {
         "version": trt.__version__,
