@@ -5,14 +5,17 @@ A backend runs one streaming step for one stream (batch 1) on numpy arrays:
     logits, alpha, beta, state = backend.step(face, audio, state)
 
 `face` is (C, S, S) float32 in [0, 1] or None; `audio` is a (64, N) log-mel slice or None; the
-state is opaque to callers (start from `backend.init_state()`). A missing modality is passed to
-the network as a zero input with its mask off, so every backend runs the same fixed graph.
+state is opaque to callers (start from `backend.init_state()`). A missing modality is a mask:
+the torch backend passes a zero input with its mask off, so it runs one fixed graph; the
+exported-graph backends (`onnxruntime`, `tensorrt`, see `graph_backend.py`) skip that branch's
+graph and give the fusion head a zero embedding with the mask off, which gives the same numbers.
 Warm-up happens in the constructor, so the first real step is not slower than the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -77,11 +80,29 @@ class TorchBackend:
         return logits[0].float().cpu().numpy(), float(alpha[0]), float(beta[0]), state
 
 
-BACKENDS: dict[str, Callable[..., Backend]] = {"torch": TorchBackend}
+def _torch(model_path: str | Path, **options: Any) -> Backend:
+    return TorchBackend(load_checkpoint(model_path), **options)
 
 
-def create_backend(name: str, model_path: str, **options: Any) -> Backend:
-    """Build the backend called `name` for the checkpoint at `model_path`."""
+def _onnxruntime(model_path: str | Path, **options: Any) -> Backend:
+    from .ort_backend import OnnxRuntimeBackend  # imports onnxruntime in its constructor
+
+    return OnnxRuntimeBackend(model_path, **options)
+
+
+def _tensorrt(model_path: str | Path, **options: Any) -> Backend:
+    from .trt_backend import TensorRTBackend  # imports tensorrt and pycuda in its constructor
+
+    return TensorRTBackend(model_path, **options)
+
+
+# name -> factory(model_path, **options). `torch` takes a checkpoint (.pt); `onnxruntime` and
+# `tensorrt` take a folder written by `avemo-edge export` (its manifest.json names the files).
+BACKENDS: dict[str, Callable[..., Backend]] = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
+
+
+def create_backend(name: str, model_path: str | Path, **options: Any) -> Backend:
+    """Build the backend called `name` for the model at `model_path` (checkpoint or export folder)."""
     if name not in BACKENDS:
         raise AvemoError(f"unknown backend {name!r}; choose one of {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](load_checkpoint(model_path), **options)
+    return BACKENDS[name](model_path, **options)

@@ -178,6 +178,51 @@ def run(
     run_daemon(cfg)
 
 
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="an avemo-edge checkpoint (.pt)"),
+    out: Path = typer.Option(..., "--out", help="output folder; each format goes to OUT/<format>/"),
+    formats: str = typer.Option(
+        "onnx", "--formats", help="comma-separated formats from the table in docs/EXPORT.md (onnx, onnx-fp16, ...)"
+    ),
+    verify: bool = typer.Option(False, "--verify", help="run each format against torch on a real stream"),
+    steps: int = typer.Option(60, "--steps", help="length of the --verify stream in 100 ms steps (at least 50)"),
+    data: Path | None = typer.Option(
+        None, "--data", help="folder with ravdess_speech_16k/ and ferplus/ (default: ../shared/data beside the clone)"
+    ),
+    max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the TensorRT optimization profiles"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+) -> None:
+    """Export a checkpoint to ONNX / TensorRT formats, optionally checking each against torch."""
+    from export.exporter import export_checkpoint
+    from export.formats import parse_formats
+
+    chosen = parse_formats(formats)
+    if verify and steps < 50:
+        raise AvemoError(f"--steps must be at least 50 for --verify, not {steps}")
+    log = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    report = export_checkpoint(checkpoint, out, chosen, log, opset=opset, max_batch=max_batch, data_dir=data)
+    total = sum(r.bytes for r in report.records) / 1e6
+    log(f"exported {len(report.records)} files ({total:.1f} MB) in {report.seconds:.1f} s to {out}")
+    ok = True
+    if verify:
+        from export.verify import verify_exports
+
+        from .checkpoint import load_checkpoint
+
+        result = verify_exports(load_checkpoint(checkpoint), out, chosen, log, steps=steps, data_dir=data)
+        for line in result.lines():
+            log(line)
+        ok = result.ok
+    log("next:")
+    if not verify:
+        log(f"  avemo-edge export {checkpoint} --out {out} --formats {formats} --verify")
+    for fmt in chosen:
+        log(f"  python -m bench.step_latency --backend {fmt.backend} --model {out / fmt.name}")
+    if not ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

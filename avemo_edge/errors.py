@@ -10,3 +10,11 @@ class AvemoError(Exception):
 
 class CheckpointError(AvemoError):
     """A checkpoint that cannot be read, was altered, or does not fit this runtime."""
+
+
+class ExportError(AvemoError):
+    """An export that cannot be made: an unknown format, a missing package, a graph a converter refuses."""
+
+
+class ExportedModelError(AvemoError):
+    """Exported graphs or engines with their manifest that are missing, altered, or do not fit this runtime."""

@@ -1,0 +1,115 @@
+"""The onnxruntime backend: an export folder of three ONNX graphs, on the CPU, CUDA or TensorRT provider.
+
+    backend = create_backend("onnxruntime", "out/onnx", provider="auto")
+
+`provider` is 'auto' (TensorRT, then CUDA, then CPU: the first this onnxruntime build has),
+'tensorrt', 'cuda' or 'cpu'. onnxruntime silently falls back to the CPU when a GPU provider
+cannot start (a missing CUDA library, say); this backend refuses instead, so that a number
+measured "on CUDA" never comes from the CPU. The CPU provider is always listed last so that a
+node a GPU provider does not support still runs.
+
+Inputs and outputs are float32 for every format (the fp16 export casts inside the graph).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AvemoError
+from .graph_backend import GraphBackend
+from .manifest import GRAPHS, load_export
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def _cache_dir(digest: str) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "avemo-edge" / "ort-tensorrt" / digest[:16]
+
+
+class OnnxRuntimeBackend(GraphBackend):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        provider: str = "auto",
+        threads: int | None = None,
+        warmup: int = 3,
+        device_id: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        exported = load_export(model_path, "onnxruntime")
+        super().__init__(exported)
+        available = ort.get_available_providers()
+        if provider == "auto":
+            # A GPU build lists its providers even where their libraries are missing; try each in turn.
+            candidates = [k for k, v in PROVIDERS.items() if v in available or k == "cpu"]
+        elif provider not in PROVIDERS:
+            raise AvemoError(f"onnxruntime provider must be one of auto, {', '.join(PROVIDERS)}; not {provider!r}")
+        elif PROVIDERS[provider] not in available:
+            raise AvemoError(
+                f"onnxruntime provider {provider!r} is not in this onnxruntime build (it has {', '.join(available)}); "
+                "install onnxruntime-gpu on a GPU machine (see docs/EXPORT.md) or use provider='cpu'"
+            )
+        else:
+            candidates = [provider]
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        for key in candidates:
+            self.sessions = self._sessions(ort, options, key, device_id)
+            self.provider = self.sessions["visual_encoder"].get_providers()[0]
+            if self.provider == PROVIDERS[key]:
+                break
+        else:
+            raise AvemoError(
+                f"onnxruntime could not start {PROVIDERS[candidates[-1]]} and fell back to {self.provider}; "
+                "its log above names the missing library (CUDA, cuDNN or TensorRT)"
+            )
+        self._outputs = {g: list(io.outputs) for g, io in GRAPHS.items()}
+        self._warmup(warmup)
+
+    def _sessions(self, ort: Any, options: Any, key: str, device_id: int) -> dict[str, Any]:
+        """One session per graph on provider `key` (CUDA and CPU behind it for nodes it does not take)."""
+        providers: list[Any] = []
+        if key == "tensorrt":
+            # Engines are built on the first run (minutes) and cached; the export's precision is kept
+            # (no trt_fp16_enable: an fp32 export stays fp32).
+            cache = _cache_dir(self.exported.manifest["graphs"]["visual_encoder"]["sha256"])
+            cache.mkdir(parents=True, exist_ok=True)
+            providers.append(
+                (
+                    PROVIDERS["tensorrt"],
+                    {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)},
+                )
+            )
+        if key in ("tensorrt", "cuda"):
+            providers.append((PROVIDERS["cuda"], {"device_id": device_id}))
+        providers.append(PROVIDERS["cpu"])
+        # onnxruntime's x86 NCHWc layout pass dereferences a null op on the fp16 audio graph's
+        # Transpose -> Cast(fp16 -> fp32) -> MatMul chain and crashes the process (segfault, seen with
+        # onnxruntime 1.32; microsoft/onnxruntime#28392); it only rewrites CPU convolutions, so it is
+        # turned off for fp16 exports only.
+        disabled = ["NchwcTransformer"] if self.exported.manifest.get("precision") == "fp16" else []
+        return {
+            g: ort.InferenceSession(
+                str(self.exported.path(g)), options, providers=providers, disabled_optimizers=disabled
+            )
+            for g in GRAPHS
+        }
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self._outputs[graph]
+        return dict(zip(names, self.sessions[graph].run(names, feeds), strict=True))
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.exported.export_format} on {self.provider}"

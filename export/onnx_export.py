@@ -1,0 +1,154 @@
+"""Stage 1: checkpoint -> three fp32 ONNX graphs and their manifest (format `onnx`).
+
+    avemo-edge export CHECKPOINT --out DIR --formats onnx      (writes DIR/onnx/)
+
+The branches run at different rates on a device (faces when the detector finds one, audio every
+100 ms), so the network is cut into three graphs (names and shapes in `avemo_edge.manifest`):
+
+    visual_encoder.onnx  face (B, C, S, S) -> visual_emb (B, 128)
+    audio_step.onnx      mel (B, 64, N), h_in, c_in (L, B, H) -> audio_emb (B, 128), h_out, c_out
+    fusion_head.onnx     visual_emb, audio_emb (B, 128), face_mask, audio_mask (B,) -> logits (B, 7), alpha, beta
+
+Each wrapper calls the model's own modules, so the graphs compute what `AVEmotionNet.step` does:
+`audio_step` is `AudioEncoder.forward` on a one-step sequence, per-band normalisation buffers
+(`mel_mean`, `mel_std`) included. The batch dimension is dynamic everywhere.
+
+The exporter is torch's TorchScript-based one (`dynamo=False`): the newer torch.export-based one
+needs onnxscript, which is not a dependency here, and the TorchScript one turns `nn.LSTM` with
+explicit (h, c) inputs into ONNX `LSTM` nodes that onnxruntime and TensorRT both run natively.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from avemo_edge.checkpoint import Checkpoint
+from avemo_edge.errors import ExportError
+from avemo_edge.manifest import GRAPHS, write_manifest
+from avemo_edge.model import AudioEncoder, AVEmotionNet, FusionHead
+
+from .common import FileRecord, Log, base_manifest, describe_io, log_io, save_onnx
+from .formats import BY_NAME
+
+OPSET = 17  # TensorRT 8.5 (JetPack 5) and 10.x (JetPack 6, desktop) and onnxruntime >= 1.13 all read it
+TRACE_BATCH = 2  # trace with a batch > 1 so that nothing gets specialised to batch 1
+
+
+class AudioStep(nn.Module):
+    """One 100 ms step of the audio branch: a log-mel slice and the LSTM state in, embedding and new state out."""
+
+    def __init__(self, audio: AudioEncoder) -> None:
+        super().__init__()
+        self.audio = audio
+
+    def forward(
+        self, mel: torch.Tensor, h_in: torch.Tensor, c_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, (h, c) = self.audio(mel.unsqueeze(1), (h_in, c_in))  # (B, 1, 128), (L, B, H) x 2
+        return a[:, 0], h, c
+
+
+class FusionStep(nn.Module):
+    """The fusion head with float masks (1.0 present, 0.0 missing), thresholded at 0.5 as the model's bools."""
+
+    def __init__(self, fusion: FusionHead) -> None:
+        super().__init__()
+        self.fusion = fusion
+
+    def forward(
+        self, visual_emb: torch.Tensor, audio_emb: torch.Tensor, face_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.fusion(visual_emb, audio_emb, face_mask > 0.5, audio_mask > 0.5)
+
+
+def graph_modules(model: AVEmotionNet) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]]:
+    """graph name -> (module, example inputs, dynamic axes)."""
+    d, b = model.dims, TRACE_BATCH
+    state = model.init_state(b)
+    face = torch.rand(b, d.face_channels, d.face_size, d.face_size)
+    mel = torch.randn(b, d.n_mels, d.slice_frames) - 4.0
+    emb = torch.randn(b, d.embed_dim)
+    on = torch.ones(b)
+    first = {"face": 0, "visual_emb": 0, "mel": 0, "audio_emb": 0, "face_mask": 0, "audio_mask": 0}
+    first.update(logits=0, alpha=0, beta=0)
+    second = {"h_in": 1, "c_in": 1, "h_out": 1, "c_out": 1}  # (layers, batch, hidden)
+
+    def axes(graph: str) -> dict[str, dict[int, str]]:
+        io = GRAPHS[graph]
+        return {n: {{**first, **second}[n]: "batch"} for n in io.inputs + io.outputs}
+
+    return {
+        "visual_encoder": (model.visual, (face,), axes("visual_encoder")),
+        "audio_step": (AudioStep(model.audio), (mel, *state), axes("audio_step")),
+        "fusion_head": (FusionStep(model.fusion), (emb, emb, on, on), axes("fusion_head")),
+    }
+
+
+def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int) -> Any:
+    """Trace one module to an in-memory ONNX ModelProto with the contract's tensor names."""
+    import onnx
+
+    io_names = GRAPHS[graph]
+    kwargs: dict[str, Any] = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter's deprecation notice, and its LSTM batch warning, which is about
+        # models without explicit (h, c) inputs: this graph has them.
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*with a batch_size other than 1.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        # nn.LSTM's input-size checks read tensor sizes in Python while tracing; the sizes are fixed
+        # by the model's dimensions, so the traced constants are right.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
+        torch.onnx.export(
+            module.eval(), args, buf, input_names=list(io_names.inputs), output_names=list(io_names.outputs),
+            dynamic_axes=axes, opset_version=opset, do_constant_folding=True, **kwargs,
+        )  # fmt: skip
+    model = onnx.load_from_string(buf.getvalue())
+    # The tracer leaves some static output dims symbolic (the L2 norm's Expand gives visual_emb a
+    # dim named 'Divvisual_emb_dim_1'); write the traced sizes in, keeping only 'batch' dynamic.
+    with torch.no_grad():
+        outputs = module(*args)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    for value, out in zip(model.graph.output, outputs, strict=True):
+        for i, (dim, size) in enumerate(zip(value.type.tensor_type.shape.dim, out.shape, strict=True)):
+            if axes.get(value.name, {}).get(i) != "batch":
+                dim.Clear()
+                dim.dim_value = int(size)
+    got_in = [i.name for i in model.graph.input]
+    got_out = [o.name for o in model.graph.output]
+    if got_in != list(io_names.inputs) or got_out != list(io_names.outputs):
+        raise ExportError(f"the {graph} graph came out with inputs {got_in} and outputs {got_out}, not {io_names}")
+    return model
+
+
+def export_onnx(
+    ckpt: Checkpoint, out_dir: Path, log: Log, opset: int = OPSET
+) -> tuple[dict[str, Any], list[FileRecord]]:
+    """Write the three fp32 graphs and manifest.json into `out_dir`; return the manifest and one record per file."""
+    import onnx
+
+    fmt = BY_NAME["onnx"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = ckpt.build("cpu")
+    manifest = base_manifest(ckpt, fmt, opset, {"torch": torch.__version__, "onnx": onnx.__version__})
+    records = []
+    for graph, (module, args, axes) in graph_modules(model).items():
+        t0 = time.perf_counter()
+        proto = to_onnx(module, args, graph, axes, opset)
+        log_io(log, graph, describe_io(proto))
+        rec = save_onnx(proto, out_dir / f"{graph}.onnx", manifest, graph, fmt.name, t0)
+        log(rec.line())
+        records.append(rec)
+    write_manifest(out_dir, manifest)
+    return manifest, records

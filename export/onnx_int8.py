@@ -1,0 +1,113 @@
+"""Stage 2b: fp32 ONNX graphs -> int8 graphs for onnxruntime on a CPU (format `onnx-int8`).
+
+Static quantization with onnxruntime.quantization: QDQ format, uint8 activations and int8
+per-channel weights (the pairing onnxruntime recommends on x86 with VNNI; AMX too), MinMax
+calibration. Quantized: `Conv`, `Gemm` and `MatMul` in the visual encoder and the audio step,
+where nearly all the multiply-adds are. Kept fp32: the LSTM (onnxruntime's static QDQ quantizer
+has no LSTM support) and the whole fusion head (a few thousand multiply-adds, and the gates
+would lose more accuracy than the head saves in time).
+
+Calibration data (`export.stream.calibration_set`): FER+ training faces and RAVDESS Actors
+02-06 log-mel slices, each slice with the LSTM state the fp32 model reaches at that point of its
+clip. Its accuracy cost is measured by `--verify` against torch fp32 on a separate stream.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avemo_edge.checkpoint import Checkpoint
+from avemo_edge.manifest import GRAPHS, write_manifest
+
+from .common import FileRecord, Log, derived_manifest, save_onnx
+from .formats import BY_NAME
+from .stream import Calibration, calibration_set
+
+QUANTIZED = ("visual_encoder", "audio_step")
+OP_TYPES = ["Conv", "Gemm", "MatMul"]
+BATCH = 16  # calibration batch
+
+
+def _feeds(graph: str, cal: Calibration) -> list[dict[str, np.ndarray]]:
+    out = []
+    if graph == "visual_encoder":
+        for i in range(0, len(cal.faces), BATCH):
+            out.append({"face": cal.faces[i : i + BATCH]})
+    else:
+        for i in range(0, len(cal.mel), BATCH):
+            h = np.ascontiguousarray(cal.h[i : i + BATCH].transpose(1, 0, 2))  # (L, B, H)
+            c = np.ascontiguousarray(cal.c[i : i + BATCH].transpose(1, 0, 2))
+            out.append({"mel": cal.mel[i : i + BATCH], "h_in": h, "c_in": c})
+    return out
+
+
+def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre))  # shape inference and graph clean-up, as onnxruntime advises
+        quantize_static(
+            str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )  # fmt: skip
+
+
+def export_int8(
+    ckpt: Checkpoint,
+    source_dir: Path,
+    source: dict[str, Any],
+    out_dir: Path,
+    log: Log,
+    data_dir: Path | None = None,
+    n_faces: int = 128,
+    n_slices: int = 256,
+) -> tuple[dict[str, Any], list[FileRecord]]:
+    import onnx
+
+    fmt = BY_NAME["onnx-int8"]
+    t0 = time.perf_counter()
+    cal = calibration_set(ckpt.build("cpu"), n_faces, n_slices, data_dir)
+    log(f"{fmt.name:14s} calibration: {cal.source} ({time.perf_counter() - t0:.1f} s)")
+    manifest = derived_manifest(
+        source, fmt,
+        int8={
+            "method": "onnxruntime static QDQ, MinMax", "activations": "uint8", "weights": "int8 per channel",
+            "ops": OP_TYPES, "quantized_graphs": list(QUANTIZED), "calibration": cal.source,
+        },
+    )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for graph in GRAPHS:
+        t0 = time.perf_counter()
+        src = source_dir / source["graphs"][graph]["file"]
+        dst = out_dir / f"{graph}.onnx"
+        if graph in QUANTIZED:
+            quantize_graph(src, dst, _feeds(graph, cal))
+            rec = save_onnx(onnx.load(str(dst)), dst, manifest, graph, fmt.name, t0)
+        else:  # the fp32 graph, with this format's metadata
+            rec = save_onnx(onnx.load(str(src)), dst, manifest, graph, fmt.name, t0)
+        log(rec.line())
+        records.append(rec)
+    write_manifest(out_dir, manifest)
+    return manifest, records

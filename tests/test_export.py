@@ -1,0 +1,315 @@
+"""Export: three ONNX graphs per checkpoint, their manifest, the onnxruntime backend and parity.
+
+The model has random weights (no trained checkpoint exists yet). Random weights give nearly
+uniform probabilities, against which any parity bound is easy to meet, so `spread_model` scales
+the classifier up until probabilities are spread (median top class ~0.26 on the parity stream)
+and sets normalisation buffers and batch-norm statistics away from their identity defaults, so
+that a graph that dropped them would fail.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx", reason="export needs onnx (pip install avemo-edge[onnx])")
+ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs onnxruntime")
+
+from avemo_edge.backends import TorchBackend, create_backend  # noqa: E402
+from avemo_edge.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from avemo_edge.errors import ExportedModelError, ExportError  # noqa: E402
+from avemo_edge.manifest import GRAPHS, METADATA_KEY, sha256_file  # noqa: E402
+from avemo_edge.model import AVEmotionNet, ModelDims  # noqa: E402
+from avemo_edge.recognizer import StreamingRecognizer  # noqa: E402
+from export.exporter import export_checkpoint  # noqa: E402
+from export.formats import BY_NAME, formats_markdown, parse_formats  # noqa: E402
+from export.stream import parity_stream  # noqa: E402
+from export.verify import compare, run_stream, verify_exports  # noqa: E402
+
+DIMS = ModelDims(face_size=32)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spread_model() -> AVEmotionNet:
+    torch.manual_seed(0)
+    model = AVEmotionNet(DIMS).eval()
+    with torch.no_grad():
+        model.fusion.classifier[0].weight.mul_(8.0)  # logits spread: probabilities far from uniform
+        model.fusion.classifier[3].weight.mul_(8.0)
+        model.audio.mel_mean.copy_(torch.linspace(-6.0, -2.0, DIMS.n_mels))  # per-band statistics in the graph
+        model.audio.mel_std.copy_(torch.linspace(1.5, 3.0, DIMS.n_mels))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch / onnxruntime thread: the CI machine has 2 cores, shared, and oversubscribing them is 5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    ckpt = root / "model.pt"
+    save_checkpoint(ckpt, spread_model())
+    lines = []
+    report = export_checkpoint(ckpt, root / "out", parse_formats("onnx,onnx-fp16"), lines.append)
+    return ckpt, root / "out", report, lines
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return parity_stream(DIMS, steps=60)
+
+
+def test_three_graphs_pass_the_checker_and_describe_themselves(exported):
+    ckpt, out, report, lines = exported
+    sha = load_checkpoint(ckpt).sha256
+    for fmt in ("onnx", "onnx-fp16"):
+        manifest = json.loads((out / fmt / "manifest.json").read_text())
+        assert manifest["source_checkpoint"]["sha256"] == sha and manifest["opset"] == 17
+        assert manifest["classes"][0] == "neutral" and manifest["preprocessing"]["audio"]["hop_length"] == 320
+        assert manifest["precision"] == ("fp32" if fmt == "onnx" else "fp16")
+        for graph, io in GRAPHS.items():
+            entry = manifest["graphs"][graph]
+            path = out / fmt / entry["file"]
+            assert entry["sha256"] == sha256_file(path)
+            model = onnx.load(str(path))
+            onnx.checker.check_model(model, full_check=True)
+            assert [t["name"] for t in entry["inputs"]] == list(io.inputs)
+            assert [t["name"] for t in entry["outputs"]] == list(io.outputs)
+            assert all(t["dtype"] == "float32" for t in entry["inputs"] + entry["outputs"])  # fp32 I/O for fp16 too
+            dims = [d for t in entry["inputs"] + entry["outputs"] for d in t["shape"]]
+            assert all(isinstance(d, int) or d == "batch" for d in dims)  # only the batch is dynamic
+            meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+            assert meta["graph"] == graph and meta["source_checkpoint"]["sha256"] == sha
+            assert meta["inputs"] == entry["inputs"]
+    audio = json.loads((out / "onnx" / "manifest.json").read_text())["graphs"]["audio_step"]
+    assert audio["inputs"][1]["shape"] == [2, "batch", 128] and audio["inputs"][0]["shape"] == ["batch", 64, 10]
+    fp16 = onnx.load(str(out / "onnx-fp16" / "visual_encoder.onnx"))
+    assert {i.data_type for i in fp16.graph.initializer if i.dims} == {onnx.TensorProto.FLOAT16}
+    # one line per file with its size and time
+    assert sum(1 for line in lines if " MB " in line and line.rstrip().endswith(".onnx")) == 6
+
+
+def test_each_graph_matches_torch_at_a_dynamic_batch(exported):
+    ckpt, out, *_ = exported
+    model = load_checkpoint(ckpt).build()
+    rng = np.random.default_rng(0)
+    b = 3
+    face = rng.random((b, 1, 32, 32), dtype=np.float32)
+    mel = (rng.standard_normal((b, 64, 10)) * 2 - 4).astype(np.float32)
+    h, c = rng.standard_normal((2, 2, b, 128)).astype(np.float32) * 0.3
+    sess = {
+        g: ort.InferenceSession(str(out / "onnx" / f"{g}.onnx"), providers=["CPUExecutionProvider"]) for g in GRAPHS
+    }
+    with torch.no_grad():
+        v = model.visual(torch.from_numpy(face))
+        a, (h2, c2) = model.audio(torch.from_numpy(mel)[:, None], (torch.from_numpy(h), torch.from_numpy(c)))
+        fm, am = torch.tensor([True, False, True]), torch.tensor([True, True, False])
+        logits, alpha, beta = model.fusion(v, a[:, 0], fm, am)
+    (gv,) = sess["visual_encoder"].run(None, {"face": face})
+    ga, gh, gc = sess["audio_step"].run(None, {"mel": mel, "h_in": h, "c_in": c})
+    gl, gal, gbe = sess["fusion_head"].run(
+        None, {"visual_emb": gv, "audio_emb": ga, "face_mask": fm.float().numpy(), "audio_mask": am.float().numpy()}
+    )
+    for got, want in [(gv, v), (ga, a[:, 0]), (gh, h2), (gc, c2), (gl, logits), (gal, alpha), (gbe, beta)]:
+        assert np.abs(got - want.numpy()).max() < 1e-4
+    assert gal[1] == 0 and gbe[2] == 0  # masks force the missing modality's gate to 0
+
+
+def test_parity_on_onnxruntime_cpu_with_carried_state(exported, stream):
+    ckpt, out, report, _ = exported
+    assert len(stream) >= 50
+    assert any(f is None for f in stream.faces) and any(a is None for a in stream.audio)
+    result = verify_exports(load_checkpoint(ckpt), out, report.formats, print, stream=stream, threads=1)
+    rows = {r.export_format: r for r in result.rows}
+    assert result.ok, result.lines()
+    assert rows["onnx"].max_abs <= 1e-4 and rows["onnx"].status == "pass"
+    assert rows["onnx-fp16"].max_abs <= 1e-2 and rows["onnx-fp16"].argmax >= 0.99
+    assert all(r.argmax == 1.0 for r in result.rows)
+    assert "CPUExecutionProvider" in rows["onnx"].backend
+
+    # the comparison is meaningful: probabilities are far from uniform, and the state matters
+    ref = run_stream(TorchBackend(load_checkpoint(ckpt)), stream)
+    assert np.median(ref.probs.max(1)) > 0.2 and len(set(ref.probs.argmax(1))) > 1
+    backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    fresh = [backend.step(f, a, backend.init_state())[0] for f, a in zip(stream.faces, stream.audio, strict=True)]
+    fresh_p = np.exp(fresh) / np.exp(fresh).sum(1, keepdims=True)
+    assert np.abs(fresh_p - ref.probs).max() > 1e-2  # forgetting (h, c) between steps would be caught
+
+
+def test_streaming_recognizer_runs_unchanged_on_onnxruntime(exported, stream):
+    _, out, *_ = exported
+    backend = create_backend("onnxruntime", out / "onnx-fp16", provider="auto", threads=1)
+    assert backend.classes[0] == "neutral" and backend.dims == DIMS
+    rec = StreamingRecognizer(backend)
+    results = [
+        rec.step(f, a, t=0.1 * i) for i, (f, a) in enumerate(zip(stream.faces[:12], stream.audio[:12], strict=True))
+    ]
+    assert all(abs(r.probs.sum() - 1) < 1e-6 and r.label in backend.classes for r in results)
+    missing_face = next(r for r in results if not r.face)
+    assert missing_face.alpha == 0
+    with pytest.raises(ExportedModelError, match="holds several exports; pass one of them"):
+        create_backend("onnxruntime", out)
+    with pytest.raises(ExportedModelError, match="for the onnxruntime backend, not for tensorrt"):
+        from avemo_edge.manifest import load_export
+
+        load_export(out / "onnx", "tensorrt")
+    with pytest.raises(Exception, match="provider must be one of auto, tensorrt, cuda, cpu; not 'gpu'"):
+        create_backend("onnxruntime", out / "onnx", provider="gpu")
+
+
+def test_tampered_or_missing_graph_is_refused(exported, tmp_path):
+    _, out, *_ = exported
+    bad = tmp_path / "onnx"
+    shutil.copytree(out / "onnx", bad)
+    model = onnx.load(str(bad / "fusion_head.onnx"))
+    w = next(i for i in model.graph.initializer if i.dims)
+    arr = onnx.numpy_helper.to_array(w).copy()
+    arr.flat[0] += 0.5
+    w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
+    onnx.save(model, str(bad / "fusion_head.onnx"))
+    with pytest.raises(ExportedModelError) as e:
+        create_backend("onnxruntime", bad)
+    msg = str(e.value)
+    assert "fusion_head.onnx has sha256" in msg and "manifest.json records" in msg and "refused" in msg
+    assert "\n" not in msg
+    (bad / "fusion_head.onnx").unlink()
+    with pytest.raises(ExportedModelError, match="fusion_head.onnx is missing"):
+        create_backend("onnxruntime", bad)
+
+
+def test_int8_export_reports_its_accuracy_cost(exported, stream, tmp_path):
+    from export.onnx_int8 import export_int8
+
+    ckpt, out, *_ = exported
+    source = json.loads((out / "onnx" / "manifest.json").read_text())
+    lines = []
+    manifest, _ = export_int8(load_checkpoint(ckpt), out / "onnx", source, tmp_path / "onnx-int8", lines.append,
+                              n_faces=16, n_slices=32)  # fmt: skip
+    assert "calibration" in manifest["int8"] and any("calibration:" in line for line in lines)
+    quantized = onnx.load(str(tmp_path / "onnx-int8" / "visual_encoder.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    result = verify_exports(load_checkpoint(ckpt), tmp_path, [BY_NAME["onnx-int8"]], print, stream=stream, threads=1)
+    (row,) = result.rows
+    assert row.status == "reported" and np.isfinite(row.max_abs) and row.argmax >= 0.9
+
+
+def test_compare_fails_a_broken_bound():
+    from export.verify import Trace
+
+    probs = np.full((50, 7), 1 / 7)
+    ref = Trace(probs, np.zeros((50, 2)))
+    worse = probs.copy()
+    worse[:, 0] += 0.02
+    assert compare(BY_NAME["onnx-fp16"], "x", ref, Trace(worse, np.zeros((50, 2)))).status == "FAIL"
+    assert compare(BY_NAME["onnx"], "x", ref, Trace(probs + 1e-6, np.zeros((50, 2)))).status == "pass"
+
+
+def test_bad_format_is_one_sentence_and_exit_2(exported, tmp_path):
+    ckpt, *_ = exported
+    with pytest.raises(ExportError, match="unknown export format 'onnx-fp8'; choose from onnx, onnx-fp16, onnx-int8"):
+        parse_formats("onnx,onnx-fp8")
+    r = subprocess.run(
+        [sys.executable, "-m", "avemo_edge.cli", "export", str(ckpt), "--out", str(tmp_path), "--formats", "onnx-fp8"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    choices = "onnx, onnx-fp16, onnx-int8, tensorrt, tensorrt-fp16"
+    assert f"unknown export format 'onnx-fp8'; choose from {choices}" in r.stderr
+
+
+def test_tensorrt_format_without_tensorrt_is_refused_with_a_sentence():
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
+        pytest.skip("tensorrt and pycuda are installed here")
+    with pytest.raises(ExportError, match="needs the Python package"):
+        parse_formats("tensorrt-fp16")
+
+
+def test_fp16_conversion_refuses_what_it_cannot_convert():
+    from onnx import TensorProto, helper
+
+    from export.onnx_fp16 import convert_to_fp16
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    unknown = helper.make_model(helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "g", [x], [y]))
+    with pytest.raises(ExportError, match=r"ops \['Erf'\] that the fp16 conversion does not know"):
+        convert_to_fp16(unknown)
+    big = helper.make_tensor("w", TensorProto.FLOAT, [1, 4], [1e5, 0, 0, 0])
+    huge = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [big]))
+    with pytest.raises(ExportError, match="weight w reaches 100000, beyond fp16's range"):
+        convert_to_fp16(huge)
+
+
+def test_fp16_tensorrt_build_refuses_a_gpu_without_fast_fp16():
+    from types import SimpleNamespace
+
+    from export.trt_build import has_fast_fp16, require_fast_fp16
+
+    with pytest.raises(ExportError, match="no fast FP16 and TensorRT would build fp32 engines instead"):
+        require_fast_fp16(SimpleNamespace(platform_has_fast_fp16=False), "GeForce GTX 1080", (6, 1))
+    assert has_fast_fp16(SimpleNamespace(), (8, 7)) and not has_fast_fp16(SimpleNamespace(), (6, 1))
+
+
+def test_docs_table_is_the_formats_table():
+    assert formats_markdown() in (REPO / "docs" / "EXPORT.md").read_text()
+
+
+def test_synthetic_stream_when_the_data_folder_is_absent(tmp_path):
+    s = parity_stream(DIMS, steps=50, data_dir=tmp_path)
+    assert "synthetic speech-like signal" in s.source and len(s) == 50
+    a = np.stack([x for x in s.audio if x is not None])
+    assert a.shape[1:] == (64, 10) and a.std() > 0.5  # speech-like, not silence
+
+
+def test_tensorrt_engines_match_torch(exported, stream, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (JetPack or the tensorrt wheel has it)")
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed here (see docs/EXPORT.md)")
+    from export.trt_build import export_engines
+
+    ckpt, out, *_ = exported
+    source = json.loads((out / "onnx" / "manifest.json").read_text())
+    formats = [BY_NAME["tensorrt"], BY_NAME["tensorrt-fp16"]]
+    for fmt in formats:
+        export_engines(out / "onnx", source, tmp_path / fmt.name, fmt, print, max_batch=4)
+    result = verify_exports(load_checkpoint(ckpt), tmp_path, formats, print, stream=stream)
+    assert result.ok, result.lines()
+    engine = tmp_path / "tensorrt" / "audio_step.engine"
+    data = bytearray(engine.read_bytes())
+    data[-1] ^= 1
+    engine.write_bytes(bytes(data))
+    with pytest.raises(ExportedModelError, match="sha256"):
+        create_backend("tensorrt", tmp_path / "tensorrt")
+
+
+def test_cli_exports_verifies_and_says_what_to_run_next(exported, tmp_path):
+    ckpt, *_ = exported
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "avemo_edge.cli", "export", str(ckpt), "--out", str(tmp_path), "--formats", "onnx",
+         "--verify", "--steps", "50"],
+        capture_output=True, text=True, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert out.count(" MB ") >= 3 and "visual_encoder.onnx" in out and "audio_step.onnx" in out
+    row = next(line for line in out.splitlines() if line.startswith("onnx ") and "max abs" in line)
+    assert row.rstrip().endswith("pass") and "max abs <= 0.0001" in row
+    assert f"python -m bench.step_latency --backend onnxruntime --model {tmp_path / 'onnx'}" in out
