@@ -41,17 +41,22 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         chunks = []
         try:
             for frame in c.decode(stream):
-                x = frame.to_ndarray()  # planar (channels, n) or packed (1, n * channels)
-                if not frame.format.is_planar:
-                    x = x.reshape(-1, len(frame.layout.channels)).T
-                if x.dtype.kind in "iu":
-                    x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-                chunks.append(x.astype(np.float32, copy=False))
+                chunks.append(audio_frame_array(frame))
         except av.error.FFmpegError as e:
             raise MediaError(f"{path} has corrupt audio: {e}") from e
     if not chunks:
         raise MediaError(f"{path} has an audio track with no samples")
-    return np.concatenate(chunks, axis=1).T.copy(), int(rate)
+    return np.concatenate(chunks, axis=0), int(rate)
+
+
+def audio_frame_array(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded audio frame -> float32 (n_samples, channels), integer PCM scaled to [-1, 1)."""
+    x = frame.to_ndarray()  # planar (channels, n) or packed (1, n * channels)
+    if not frame.format.is_planar:
+        x = x.reshape(-1, len(frame.layout.channels)).T
+    if x.dtype.kind in "iu":
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    return np.ascontiguousarray(x.T, dtype=np.float32)
 
 
 def iter_video(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
