@@ -124,7 +124,7 @@ def _timed_cell(timed: Timed) -> dict[str, Any]:
     return {"status": "ok", "latency_ms": timed.stats.as_dict(), "per_second": round(timed.per_second, 2)}
 
 
-def measure_row(b: Built, batches: list[int], warmup: int, seconds: float, target_fps: float) -> dict[str, Any]:
+def measure_row(b: Built, batches: list[int], warmup: int, seconds: float) -> dict[str, Any]:
     """The row's batch-1 numbers and its batch sweep; a failing measurement fills its own cell."""
     row: dict[str, Any] = {"stages": {}, "batch_sweep": []}
     kw = {"warmup": warmup, "seconds": seconds, "sync": b.sync}
@@ -134,7 +134,6 @@ def measure_row(b: Built, batches: list[int], warmup: int, seconds: float, targe
         return {**row, "status": "error", "detail": f"the backend's step failed: {error_sentence(e)}"}
     st = step.stats
     row.update(status="ok", fps=round(step.per_second, 2), latency_ms=st.as_dict(), _samples_ms=step.samples_ms)
-    row["meets_target_fps"] = step.per_second >= target_fps
     try:
         calls = graph_calls(b, 1)
     except Exception as e:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import PAPER_FPS
+
 STAGE_LABELS = {
     "model": (("visual_encoder", "visual"), ("audio_step", "audio step"), ("fusion_head", "fusion")),
     "pipeline": (
@@ -72,7 +74,9 @@ def main_table(report: dict[str, Any]) -> list[str]:
     header += [f"{label} ms" for _, label in stages]
     if mode != "model":
         header.append("faces found")
-    header.append(f">= {target:g} FPS")
+    header.append(f">= {PAPER_FPS:g} FPS (paper)")
+    if target != PAPER_FPS:
+        header.append(f">= {target:g} FPS (target)")
     rows = []
     for r in report["rows"]:
         lat = r.get("latency_ms") or {}
@@ -90,7 +94,9 @@ def main_table(report: dict[str, Any]) -> list[str]:
         cells += [_stage_ms(r, stage_mode, key) for key, _ in stages]
         if mode != "model":
             cells.append("" if r.get("faces_found") is None else f"{100 * r['faces_found']:.0f} %")
-        cells.append(_yes(r.get("meets_target_fps")))
+        cells.append(_yes(r.get("meets_paper_fps")))
+        if target != PAPER_FPS:
+            cells.append(_yes(r.get("meets_target_fps")))
         rows.append(cells)
     right = set(range(3, len(header) - 1))
     return _table(header, rows, right)
