@@ -209,4 +209,4 @@ def _as_row(res: dict[str, Any]) -> dict[str, Any]:
     """A pipeline result as the row's cells; a failed run turns the row's status into an error."""
     if res["status"] != "ok":
         return {"status": "error", "detail": f"the pipeline failed: {res['detail']}"}
-    return {**res, "status": "ok", "detail": ""}
+    return {k: v for k, v in res.items() if k != "detail"}  # keep the row's own note from building it
