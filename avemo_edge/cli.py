@@ -223,6 +223,67 @@ def export_cmd(
         raise typer.Exit(1)
 
 
+BENCH_DEFAULTS = {"model": ("3s", 10), "pipeline": ("20s", 20), "soak": ("30m", 20)}  # duration, warm-up
+
+
+@app.command()
+def bench(
+    mode: str = typer.Argument(..., help="model (each graph alone) | pipeline (end to end) | soak (pipeline, long)"),
+    model: str = typer.Option(
+        "default", help="checkpoint path, 'default' (the shipped model), or 'paper' / 'small' (random weights)"
+    ),
+    exported: Path = typer.Option(None, help="`avemo-edge export --out` folder: one sub-folder per format"),
+    only: str = typer.Option(None, help="comma-separated rows to run, e.g. torch-fp32,onnxruntime-int8"),
+    duration: str = typer.Option(
+        None, help="model: per measurement (3s); pipeline: per row and stream count (20s); soak: the run (30m)"
+    ),
+    warmup: int = typer.Option(None, help="untimed calls (model: 10) or steps per stream (pipeline, soak: 20)"),
+    batch: str = typer.Option("1,8,32", help="model: batch sizes of the sweep"),
+    streams: str = typer.Option("1", help="pipeline: concurrent stream counts, e.g. 1,2,4 (soak: the first)"),
+    input_: str = typer.Option("sample", "--input", help="pipeline, soak: 'sample' (embedded clip), a file or URI"),
+    window: str = typer.Option("1m", help="soak: window length for the drift figures"),
+    threads: int = typer.Option(None, help="torch intra-op and onnxruntime threads (default: the libraries' own)"),
+    target_fps: float = typer.Option(22.0, help="a target FPS to judge each row by, beside the paper's 22"),
+    matmul_size: int = typer.Option(None, help="model: side of the square matmul for the peak (2048 CPU, 8192 GPU)"),
+    matmul_seconds: float = typer.Option(1.0, help="model: how long to repeat the matmul; its best repeat is the peak"),
+    ort_provider: str = typer.Option("auto", help="onnxruntime provider: auto, cpu, cuda or tensorrt"),
+    json_out: Path = typer.Option(None, "--json", help="write the JSON report to this file"),
+    md_out: Path = typer.Option(None, "--markdown", help="write the Markdown report to this file"),
+    png: Path = typer.Option(None, help="write a PNG of the step-latency distribution to this file"),
+) -> None:
+    """FPS, latency and per-stage time per backend x precision, against the 22 FPS target (docs/BENCHMARKS.md)."""
+    import shlex
+    import sys
+
+    from bench.report import plot_latency, to_json, to_markdown
+    from bench.run import BenchOptions, run_bench
+    from bench.timing import parse_duration, parse_ints
+
+    if mode not in BENCH_DEFAULTS:
+        raise AvemoError(f"unknown bench mode {mode!r}; choose one of {', '.join(BENCH_DEFAULTS)}")
+    default_duration, default_warmup = BENCH_DEFAULTS[mode]
+    opts = BenchOptions(
+        mode=mode, model=model, exported=exported, only=only, seconds=parse_duration(duration or default_duration),
+        warmup=default_warmup if warmup is None else warmup, batches=parse_ints(batch, "--batch"),
+        streams=parse_ints(streams, "--streams"), input=input_, window=parse_duration(window), threads=threads,
+        target_fps=target_fps, matmul_size=matmul_size, matmul_seconds=matmul_seconds, ort_provider=ort_provider,
+    )  # fmt: skip
+    err = Console(stderr=True)
+    report = run_bench(opts, log=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))
+    report["command"] = shlex.join(["avemo-edge", *sys.argv[1:]])
+    text = to_markdown(report)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    for path, content in ((json_out, to_json(report)), (md_out, text)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            err.print(f"wrote {path}")
+    if png:
+        err.print(f"wrote {plot_latency(report, png)}")
+    if not any(r["status"] == "ok" for r in report["rows"]):
+        raise typer.Exit(1)  # nothing could be measured
+
+
 def main() -> None:
     try:
         app()

@@ -1,48 +1,47 @@
-"""Parameter count and one-step CPU latency of the network, for each model configuration.
+"""Parameter count and one-step latency of the network, for each model configuration.
 
     python -m bench.step_latency [--steps 200] [--threads 2]
     python -m bench.step_latency --backend onnxruntime --model out/onnx     (one exported model)
 
 One step = one face through the ResNet-18, one log-mel slice through the CNN and one LSTM
 step, and the fusion head: what the device runs every 100 ms. Weights are random (latency does
-not depend on their values). The step runs through the runtime's torch backend, batch 1, with
-the LSTM state carried; warm-up steps are discarded and p50 / p95 are reported.
+not depend on their values). The step runs through a runtime backend's own `step()`, batch 1,
+numpy in and out, with the LSTM state carried; warm-up steps are discarded and p50 / p95 are
+reported. This is the quick view; `avemo-edge bench model` measures the same step (with the
+same code, `bench.graphs.backend_step_call` and `bench.timing.time_calls`) next to each graph
+alone, the batch sweep and the compute bound.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import tempfile
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from avemo_edge.backends import Backend, TorchBackend, create_backend
-from avemo_edge.checkpoint import Checkpoint
+from avemo_edge.backends import Backend, create_backend
 from avemo_edge.doctor import cpu_name
-from avemo_edge.model import PAPER_DIMS, AVEmotionNet, ModelDims, count_parameters
+from avemo_edge.model import count_parameters
 
-CONFIGS = {"default (48 px grey, small stem)": ModelDims(), "paper (224 px RGB, ImageNet stem)": PAPER_DIMS}
+from .graphs import backend_step_call
+from .models import resolve_model
+from .timing import time_calls
 
-
-def measure(dims: ModelDims, precision: str, steps: int) -> tuple[int, float, float]:
-    model = AVEmotionNet(dims)
-    backend = TorchBackend(Checkpoint(dims, model.state_dict()), precision=precision, warmup=10)
-    return (count_parameters(model), *time_steps(backend, steps))
+CONFIGS = {"default (48 px grey, small stem)": "small", "paper (224 px RGB, ImageNet stem)": "paper"}
+WARMUP = 10
 
 
 def time_steps(backend: Backend, steps: int) -> tuple[float, float]:
-    """p50 and p95 ms of one step (face + slice, state carried) through `backend`, after its warm-up."""
-    dims = backend.dims
-    rng = np.random.default_rng(0)
-    face = rng.random((dims.face_channels, dims.face_size, dims.face_size), dtype=np.float32)
-    audio = rng.standard_normal((dims.n_mels, dims.slice_frames)).astype(np.float32)
-    state, times = backend.init_state(), []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        _, _, _, state = backend.step(face, audio, state)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+    """p50 and p95 ms of `steps` streaming steps (face + slice, state carried) through `backend`, after a warm-up."""
+    timed = time_calls(backend_step_call(backend), warmup=WARMUP, seconds=0.0, min_calls=steps, max_calls=steps)
+    return timed.stats.p50, timed.stats.p95
+
+
+def measure(arch: str, precision: str, steps: int, workdir: Path) -> tuple[int, float, float]:
+    model = resolve_model(arch, workdir)
+    backend = create_backend("torch", str(model.path), precision=precision)
+    return (count_parameters(backend.model), *time_steps(backend, steps))
 
 
 def main() -> None:
@@ -64,10 +63,11 @@ def main() -> None:
         print(f"{what}: p50 {p50:.2f} ms, p95 {p95:.2f} ms, {1000 / p50:.1f} steps/s (inputs in, outputs out included)")
         return
     print(f"{'model':36s} {'params':>11s} {'precision':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'steps/s':>8s}")
-    for name, dims in CONFIGS.items():
-        for precision in ("fp32", "bf16"):
-            n, p50, p95 = measure(dims, precision, args.steps)
-            print(f"{name:36s} {n:11,d} {precision:>9s} {p50:8.2f} {p95:8.2f} {1000 / p50:8.1f}")
+    with tempfile.TemporaryDirectory(prefix="avemo-bench-") as tmp:
+        for name, arch in CONFIGS.items():
+            for precision in ("fp32", "bf16"):
+                n, p50, p95 = measure(arch, precision, args.steps, Path(tmp))
+                print(f"{name:36s} {n:11,d} {precision:>9s} {p50:8.2f} {p95:8.2f} {1000 / p50:8.1f}")
 
 
 if __name__ == "__main__":
