@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .audio import preprocessing_constants
-from .errors import CheckpointError
+from .errors import AvemoError, CheckpointError
 from .face import FACE_MARGIN
 from .model import EMOTIONS, AVEmotionNet, ModelDims
 
@@ -89,6 +89,25 @@ def save_checkpoint(
     return digest
 
 
+def dims_from_description(what: str, audio: dict, dims: dict, error: type[AvemoError]) -> ModelDims:
+    """Check a saved model's audio preprocessing against this runtime and rebuild its ModelDims.
+
+    Shared by checkpoints and exported models; `what` names the file in the error sentence.
+    """
+    for key, value in preprocessing_constants().items():
+        if audio.get(key) != value:
+            raise error(
+                f"{what} was made with audio {key}={audio.get(key)!r} but this runtime computes {key}={value!r}"
+            )
+    unknown = sorted(set(dims) - {f.name for f in fields(ModelDims)})
+    if unknown:
+        raise error(f"{what} describes model dimensions this runtime does not know: {unknown}")
+    try:
+        return ModelDims(**dims)
+    except (TypeError, ValueError) as e:
+        raise error(f"{what} has missing or invalid model dimensions: {e}") from e
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint; every failure is a CheckpointError with one sentence."""
     path = Path(path)
@@ -113,21 +132,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     header = {k: v for k, v in obj.items() if k not in ("state_dict", "sha256")}
     if not isinstance(state, dict) or _digest(header, state) != obj.get("sha256"):
         raise CheckpointError(f"checkpoint {path} fails its sha256 check: the file was altered or is corrupt")
-    audio = header["preprocessing"]["audio"]
-    for key, value in preprocessing_constants().items():
-        if audio.get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {path} was made with audio {key}={audio.get(key)!r} "
-                f"but this runtime computes {key}={value!r}"
-            )
-    known = {f.name for f in fields(ModelDims)}
-    unknown = sorted(set(header["dims"]) - known)
-    if unknown:
-        raise CheckpointError(f"checkpoint {path} describes model dimensions this runtime does not know: {unknown}")
-    try:
-        dims = ModelDims(**header["dims"])
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} has invalid model dimensions: {e}") from e
+    dims = dims_from_description(
+        f"checkpoint {path}", header["preprocessing"]["audio"], header["dims"], CheckpointError
+    )
     classes = tuple(header["classes"])
     if len(classes) != dims.n_classes:
         raise CheckpointError(f"checkpoint {path} names {len(classes)} classes for a {dims.n_classes}-way output")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .audio import preprocessing_constants
+from .checkpoint import dims_from_description
 from .errors import ExportedModelError
 from .model import ModelDims
 
@@ -129,20 +129,7 @@ def load_export(path: str | Path, runtime: str, check_files: bool = True) -> Exp
             f"not for {runtime}; pick the backend that matches the folder"
         )
     audio = manifest.get("preprocessing", {}).get("audio", {})
-    for key, value in preprocessing_constants().items():
-        if audio.get(key) != value:
-            raise ExportedModelError(
-                f"{directory} was exported with audio {key}={audio.get(key)!r} "
-                f"but this runtime computes {key}={value!r}"
-            )
-    known = {f.name for f in fields(ModelDims)}
-    unknown = sorted(set(manifest.get("dims", {})) - known)
-    if unknown:
-        raise ExportedModelError(f"{mpath} describes model dimensions this runtime does not know: {unknown}")
-    try:
-        dims = ModelDims(**manifest["dims"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ExportedModelError(f"{mpath} has missing or invalid model dimensions: {e}") from e
+    dims = dims_from_description(str(mpath), audio, manifest.get("dims") or {}, ExportedModelError)
     graphs = manifest.get("graphs", {})
     for name, io in GRAPHS.items():
         entry = graphs.get(name)
