@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed
 
 run: venv
-	$(BIN)/avemo-edge doctor
+	$(BIN)/avemo-edge run --source sample --output text
 
 lint: venv
 	$(BIN)/ruff check .

@@ -288,7 +288,9 @@ def evaluate(
             else:
                 faces_from, face_cache = "pairs", FaceCache(cache / "faces")
                 parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
-                notes.append(PAIRS_NOTE + " (test: FER+ test faces)")
+                if PAIRS_NOTE not in notes:
+                    notes.append(PAIRS_NOTE)
+                notes.append("test pairs: RAVDESS test-actor audio with FER+ *test* faces of the same class")
         ds = ClipDataset(
             rav, parts["test"], cfg, train=False, faces_from=faces_from, face_cache=face_cache, face_split="test"
         )
@@ -367,10 +369,11 @@ def render(metrics: dict[str, Any]) -> str:
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for name, a in metrics["ablations"].items():
             st, sw = a["stability"], a.get("switch", {})
-            never = 100 * sw.get("never_switched", float("nan"))
+            median = f"{sw['median_s']:.2f}" if sw else "not measured"
+            never = f"{100 * sw['never_switched']:.0f} %" if sw else "not measured"
             lines.append(
                 f"| {name} | {100 * a['accuracy']:.2f} | {100 * a['macro_f1']:.2f} | {st['flips_per_min']:.1f} | "
-                f"{st['jitter']:.4f} | {sw.get('median_s', float('nan')):.2f} | {never:.0f} % |"
+                f"{st['jitter']:.4f} | {median} | {never} |"
             )
         lines += ["", f"Per-step accuracy of the raw stream (every 100 ms step vs the clip label): "
                       f"{100 * metrics['per_step_accuracy_raw']:.2f} %", ""]  # fmt: skip

@@ -35,6 +35,17 @@ def _section(title: str, eval_dir: Path | None) -> list[str]:
     return [*lines, ""]
 
 
+def _changed(config: dict) -> str:
+    from dataclasses import asdict
+
+    from .config import TrainConfig
+
+    defaults = asdict(TrainConfig())
+    skip = ("cache", "out", "notes", "stage", "threads")
+    diff = [f"`{k}={v}`" for k, v in config.items() if k not in skip and defaults.get(k) != v]
+    return ", ".join(diff) or "none"
+
+
 def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval: Path | None, out: Path) -> Path:
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build()
@@ -57,6 +68,7 @@ def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval:
         f"{count_parameters(model):,} parameters",
         f"- classes: {', '.join(ckpt.classes)} (RAVDESS neutral and calm merged)",
         f"- training data: {ckpt.meta.get('data')}",
+        f"- recipe changes from the defaults of `training/config.py`: {_changed(ckpt.meta.get('config', {}))}",
         "",
         "## Numbers (test sets never seen in training or model selection)",
         "",
@@ -65,6 +77,8 @@ def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval:
         *_section("Visual branch alone (its own checkpoint)", visual_eval),
         "## Limits",
         "",
+        "- This is an early model: every accuracy target in docs/RESULTS.md is missed (see the numbers above);"
+        " it shows the pipeline working end to end, not the paper's accuracy.",
         "- RAVDESS is 24 North-American actors reading two fixed sentences in a studio: acted, not spontaneous,"
         " emotion. Expect lower accuracy on real users, other languages, children, far-field microphones.",
         "- No RAVDESS video was available for training: the joint model learnt from emotion-matched pairs"
