@@ -52,8 +52,8 @@ def resolve_model(path: str) -> Path:
     default = default_model_path()
     if not default.is_file():
         raise ModelMissingError(
-            f"no model to run: the default model {default} is not installed yet (it comes from the training issue), "
-            "so pass a checkpoint with --model PATH or set [model] path in the config"
+            f"no model to run: the default model {default} is missing from this install (reinstall avemo-edge), "
+            "or pass a checkpoint with --model PATH or set [model] path in the config"
         )
     return default
 

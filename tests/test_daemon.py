@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,16 +156,16 @@ def test_corrupt_file_is_refused_in_one_sentence(tmp_path, clips, random_model):
         assert len(err) == 1 and str(path) in err[0] and "cannot be decoded" in err[0], r.stderr
 
 
-def test_run_without_any_model_fails_clearly():
-    # the shipped default model does not exist yet in this tree; when it does, this test is moot
-    from avemo_edge.doctor import default_model_path
+def test_run_without_any_model_fails_clearly(tmp_path, monkeypatch):
+    import avemo_edge.daemon as d
 
-    if default_model_path().is_file():
-        pytest.skip("a default model is installed")
-    r = subprocess.run([sys.executable, "-m", "avemo_edge.cli", "run"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "avemo_edge/assets/default.pt is not installed yet" in r.stderr
-    assert "pass a checkpoint with --model PATH or set [model] path in the config" in r.stderr
+    monkeypatch.setattr(d, "default_model_path", lambda: tmp_path / "assets" / "default.pt")
+    with pytest.raises(d.ModelMissingError) as e:
+        d.resolve_model("")
+    msg = str(e.value)
+    assert str(tmp_path / "assets" / "default.pt") in msg and "is missing from this install" in msg
+    assert "pass a checkpoint with --model PATH or set [model] path in the config" in msg
+    assert d.resolve_model("x.pt") == Path("x.pt")
 
 
 # --- configuration ------------------------------------------------------------------------
