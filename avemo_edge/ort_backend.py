@@ -65,6 +65,12 @@ class OnnxRuntimeBackend(GraphBackend):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # onnxruntime's worker threads busy-wait after each run by default; on a small box that
+        # steals the cores the face detector and decoder need between steps (on the 2-core CI
+        # machine it nearly doubled the Haar detector's time, docs/BENCHMARKS.md). A 100 ms step
+        # loop gains nothing from spinning, so the workers sleep instead.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         for key in candidates:
             self.sessions = self._sessions(ort, options, key, device_id)
             self.provider = self.sessions["visual_encoder"].get_providers()[0]
