@@ -61,22 +61,14 @@ def prepare(
     face_channels: int = typer.Option(1, help="1 grey or 3 RGB (the model's face_channels)"),
 ) -> None:
     """Decode data sets once into a compact training cache (resumable; bad files are skipped and counted)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from training.prepare import FaceSpec
     from training.prepare import prepare as run_prepare
     from training.report import print_prepare_summary
 
     if face_channels not in (1, 3):
         raise typer.BadParameter(f"--face-channels must be 1 or 3, not {face_channels}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-
-        def progress(desc: str, total: int):  # noqa: ANN202
-            task = bar.add_task(desc, total=total)
-            return lambda: bar.advance(task)
-
-        summary = run_prepare(sources, out, FaceSpec(face_size, face_channels), progress)
+    with _progress_bar() as bar:
+        summary = run_prepare(sources, out, FaceSpec(face_size, face_channels), _progress_factory(bar))
     print_prepare_summary(summary, console)
 
 
@@ -130,10 +122,9 @@ def evaluate(
 
     out = out or checkpoint.parent / "eval"
     command = "avemo-edge " + " ".join(sys.argv[1:])
-    metrics = run_evaluate(checkpoint, cache, out, split, no_tcs_checkpoint, joins, command)
+    run_evaluate(checkpoint, cache, out, split, no_tcs_checkpoint, joins, command)
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}")
-    del metrics
 
 
 @app.command()

@@ -66,7 +66,6 @@ class TrainConfig:
     # the ResNet at every 100 ms step costs about as much as a FER+ epoch per epoch on 2 cores;
     # freezing the pre-trained branches trains the gates and head in minutes instead.
     freeze: str = ""
-    pairs_per_clip: int = 1  # emotion-matched pairs: face images drawn per audio clip and epoch
     # machinery
     seed: int = 0
     threads: int = 2

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avemo_edge.audio import log_mel_slices
+from avemo_edge.audio import FRAMES_PER_STEP, log_mel_slices
 from avemo_edge.errors import AvemoError
 
 from . import augment as aug
@@ -247,7 +247,7 @@ def mel_statistics(cache: RavdessCache, clips: list[dict]) -> tuple[torch.Tensor
     """Per-band mean and std of the log-mel frames of the training clips (paper 3.1.3)."""
     total, sq, n = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0
     for c in clips:
-        s = log_mel_slices(cache.waveform(c))[:, :, 5:].double()  # the new frames of each step, once
+        s = log_mel_slices(cache.waveform(c))[:, :, -FRAMES_PER_STEP:].double()  # each step's new frames, once
         frames = s.permute(1, 0, 2).reshape(64, -1)
         total += frames.sum(1)
         sq += (frames**2).sum(1)

@@ -12,7 +12,7 @@ per-class F1, training curves, gate distributions per class.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,9 @@ def evaluate(
     model = ckpt.build()
     cfg_dict = ckpt.meta.get("config", {})
     stage = ckpt.meta.get("stage", "audio")
-    cfg = TrainConfig(**{**cfg_dict, "augment": False, "modality_dropout": 0.0, "notes": []})
+    known = {f.name for f in fields(TrainConfig)}  # a checkpoint's config may name keys since retired
+    kept = {k: v for k, v in cfg_dict.items() if k in known}
+    cfg = TrainConfig(**{**kept, "augment": False, "modality_dropout": 0.0, "notes": []})
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": ckpt.sha256, "stage": stage, "command": command}
     notes = list(ckpt.meta.get("notes", []))

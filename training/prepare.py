@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from avemo_edge.audio import SAMPLE_RATE, STEP_SECONDS, StreamResampler, step_count, to_float_mono
+from avemo_edge.audio import SAMPLE_RATE, STEP_SECONDS, resample, step_count, to_float_mono
 from avemo_edge.errors import AvemoError
 from avemo_edge.face import FACE_MARGIN, FaceCropper
 from avemo_edge.media import MediaError, decode_audio, iter_video
@@ -101,9 +101,7 @@ def _no_progress(desc: str, total: int) -> Callable[[], None]:
 def _audio_16k(path: Path) -> np.ndarray:
     """Any audio file -> int16 mono 16 kHz, through the runtime's conversion."""
     samples, rate = decode_audio(path)
-    x = to_float_mono(samples)
-    r = StreamResampler(rate, SAMPLE_RATE)
-    x = torch.cat([r.push(x), r.flush()]) if not r.identity else x
+    x = resample(to_float_mono(samples), rate)
     return (x.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
 
 
