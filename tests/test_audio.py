@@ -148,3 +148,14 @@ def test_bad_samples_are_refused_with_a_sentence():
 def test_step_count_matches_slices(n, sr):
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
     assert A.step_count(n, sr) == A.log_mel_slices(x, sample_rate=sr).shape[0]
+
+
+@pytest.mark.parametrize("kind", ["noise", "sine"])
+def test_slice_level_matches_rms_within_0_3_db(kind):
+    # docs/DESIGN.md: the speech flag's level is checked against white noise and a sine to 0.3 dB
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    x = 0.05 * rng.standard_normal(t.size) if kind == "noise" else 0.25 * np.sin(2 * np.pi * 440 * t)
+    rms_db = 10 * np.log10(np.mean(x**2))
+    levels = [A.slice_level_dbfs(s) for s in A.log_mel_slices(x.astype(np.float32))[2:]]
+    assert max(abs(v - rms_db) for v in levels) < 0.3
