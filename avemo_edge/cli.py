@@ -114,15 +114,22 @@ def evaluate(
     split: str = typer.Option(None, help="RAVDESS split: paper or cv0-cv4 (default: the one it was trained on)"),
     no_tcs_checkpoint: Path = typer.Option(None, help="the same model trained with tcs_weight=0, for the ablation"),
     joins: int = typer.Option(200, help="streams joining two test clips, for switch latency"),
+    smoothing: float = typer.Option(None, help="TCS filter coefficient as on the device (default: the runtime's)"),
+    hold_margin: float = typer.Option(None, help="label hold margin as on the device (default: the runtime's)"),
+    threads: int = typer.Option(2, help="CPU threads for torch"),
 ) -> None:
     """Accuracy, F1, Table 1, confusion, ROC, radar, gates, stability and ablations, to a folder."""
     import sys
 
+    from avemo_edge.config import RecognitionConfig
     from training.evaluate import evaluate as run_evaluate
 
+    device = RecognitionConfig()
+    smoothing = device.smoothing if smoothing is None else smoothing
+    hold_margin = device.hold_margin if hold_margin is None else hold_margin
     out = out or checkpoint.parent / "eval"
     command = "avemo-edge " + " ".join(sys.argv[1:])
-    run_evaluate(checkpoint, cache, out, split, no_tcs_checkpoint, joins, command)
+    run_evaluate(checkpoint, cache, out, split, no_tcs_checkpoint, joins, command, smoothing, hold_margin, threads)
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}")
 

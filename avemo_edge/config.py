@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AvemoError
+from .smoothing import TCS_HOLD_MARGIN
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +84,9 @@ class ModelConfig:
 @dataclass
 class RecognitionConfig:
     smoothing: float = 0.8  # TCS filter coefficient per 100 ms step (paper eq. 5)
+    # The shown label changes only when another class leads it by this much (smoothed
+    # probabilities); 0 is the paper's plain argmax. See docs/RESULTS.md for the trade-off.
+    hold_margin: float = TCS_HOLD_MARGIN
     # A step counts as speech when its 100 ms of audio is at least this loud (RMS, dB full scale).
     speech_threshold_dbfs: float = -45.0
     max_frame_age_s: float = 0.5  # an older newest frame counts as no frame
@@ -92,6 +96,8 @@ class RecognitionConfig:
     def check(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
             raise _Invalid("smoothing", "must be in [0, 1)")
+        if not 0.0 <= self.hold_margin < 1.0:
+            raise _Invalid("hold_margin", "must be in [0, 1)")
         if self.speech_threshold_dbfs > 0:
             raise _Invalid("speech_threshold_dbfs", "is in dB full scale, so at most 0")
         if self.max_frame_age_s <= 0:

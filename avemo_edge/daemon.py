@@ -141,7 +141,7 @@ class Daemon:
         backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
         self.classes = backend.classes
         cropper = FaceCropper(backend.dims.face_size, backend.dims.face_channels)
-        recognizer = StreamingRecognizer(backend, cfg.recognition.smoothing)
+        recognizer = StreamingRecognizer(backend, cfg.recognition.smoothing, cfg.recognition.hold_margin)
         publisher = self._publisher if self._publisher is not None else build_publishers(cfg)
         publisher.subscribe("command", self._on_command)
         aligner = Aligner(cfg.recognition.max_frame_age_s, cfg.recognition.live_latency_s)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import Backend
-from .smoothing import TCS_ALPHA, TCSFilter
+from .smoothing import TCS_ALPHA, TCS_HOLD_MARGIN, TCSFilter
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @dataclass
 class StepResult:
     t: float  # the step's capture time, seconds (monotonic clock)
-    label: str  # argmax of the smoothed probabilities
+    label: str  # the shown label: argmax of the smoothed probabilities, with the hold margin
     probs: np.ndarray  # smoothed (TCS filter) probabilities
     raw: np.ndarray  # this step's softmax before smoothing
     alpha: float  # visual gate
@@ -48,10 +48,10 @@ class StepResult:
 
 
 class StreamingRecognizer:
-    def __init__(self, backend: Backend, smoothing: float = TCS_ALPHA) -> None:
+    def __init__(self, backend: Backend, smoothing: float = TCS_ALPHA, hold_margin: float = TCS_HOLD_MARGIN) -> None:
         self.backend = backend
         self.classes = backend.classes
-        self.filter = TCSFilter(smoothing)
+        self.filter = TCSFilter(smoothing, hold_margin)
         self.state = backend.init_state()
         self._t0 = time.monotonic()
 
@@ -75,5 +75,5 @@ class StreamingRecognizer:
         else:
             probs = self.filter(raw, t)
         latency = (time.perf_counter() - start) * 1000.0
-        label = self.classes[int(np.argmax(probs))]
+        label = self.classes[int(np.argmax(probs)) if self.filter.shown is None else self.filter.shown]
         return StepResult(t, label, probs, raw, alpha, beta, face is not None, audio is not None, latency)

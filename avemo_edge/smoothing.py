@@ -3,6 +3,8 @@
 - `tcs_loss`: L_TCS = 1/(T-1) * sum_{t=2..T} ||p_t - p_{t-1}||^2 on softmax outputs (training).
 - `TCSFilter` / `smooth`: q_t = a * q_{t-1} + (1 - a) * p_t with a = 0.8 per 100 ms step
   (inference). The filter has no parameters; its state (q, time) is explicit.
+- `hold_label`: the label shown from the smoothed probabilities, with hysteresis: it changes
+  only when another class leads the shown one by a margin (0 = plain argmax, the paper).
 - `flips_per_minute`, `probability_jitter`, `switch_latency`: how stable a stream of
   predictions is, for the evaluation reports.
 """
@@ -19,6 +21,7 @@ import torch
 TCS_WEIGHT = 0.1  # lambda in L_total = L_CE + lambda * L_TCS (paper eq. 4 and 7)
 TCS_ALPHA = 0.8  # filter coefficient per step (paper eq. 5)
 TCS_STEP_SECONDS = 0.1  # the step the coefficient is defined for
+TCS_HOLD_MARGIN = 0.0  # label hysteresis on the smoothed probabilities (0: argmax, as in the paper)
 # Time constant of the filter: a = exp(-step / tau) -> tau = -0.1 / ln(0.8) = 0.448 s.
 
 
@@ -67,27 +70,58 @@ def smooth(
     return q, FilterState(q, t)
 
 
-class TCSFilter:
-    """The inference filter with its state held for a single stream (the daemon's convenience)."""
+def hold_label(q: np.ndarray, shown: int | None, margin: float = TCS_HOLD_MARGIN) -> int:
+    """The label to show after smoothed probabilities `q`, given the label shown so far.
 
-    def __init__(self, alpha: float = TCS_ALPHA) -> None:
+    The argmax, except that the shown label stays until another class leads it by at least
+    `margin` (hysteresis). margin 0 is the plain argmax.
+    """
+    k = int(np.argmax(q))
+    if shown is None or k == shown or q[k] - q[shown] >= margin:
+        return k
+    return shown
+
+
+class TCSFilter:
+    """The inference filter and the shown label, with their state, for a single stream."""
+
+    def __init__(self, alpha: float = TCS_ALPHA, margin: float = TCS_HOLD_MARGIN) -> None:
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"the smoothing coefficient must be in [0, 1), got {alpha}")
-        self.alpha = alpha
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"the label hold margin must be in [0, 1), got {margin}")
+        self.alpha, self.margin = alpha, margin
         self.state = FilterState()
+        self.shown: int | None = None  # index of the label shown after the last update
 
     def __call__(self, p: np.ndarray, t: float | None = None) -> np.ndarray:
         q, self.state = smooth(p, self.state, t, self.alpha)
+        self.shown = hold_label(q, self.shown, self.margin)
         return q
 
     def reset(self) -> None:
         self.state = FilterState()
+        self.shown = None
 
 
 def smooth_sequence(probs: np.ndarray, alpha: float = TCS_ALPHA) -> np.ndarray:
     """(T, C) per-step probabilities at 100 ms -> (T, C) filtered."""
     f = TCSFilter(alpha)
     return np.stack([f(p) for p in np.asarray(probs)]) if len(probs) else np.asarray(probs, dtype=np.float64)
+
+
+def shown_sequence(
+    probs: np.ndarray, alpha: float = TCS_ALPHA, margin: float = TCS_HOLD_MARGIN
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, C) per-step probabilities -> the filtered (T, C) and the (T,) labels a stream shows."""
+    f = TCSFilter(alpha, margin)
+    qs, shown = [], []
+    for p in np.asarray(probs):
+        qs.append(f(p))
+        shown.append(f.shown)
+    if not qs:
+        return np.asarray(probs, dtype=np.float64), np.zeros(0, dtype=np.int64)
+    return np.stack(qs), np.asarray(shown, dtype=np.int64)
 
 
 # --- stability metrics --------------------------------------------------------------------

@@ -167,6 +167,7 @@ def test_corrupt_file_is_refused_in_one_sentence(tmp_path, clips, random_model):
         ("[source]\nvidoe = 'camera://0'\n", "unknown key source.vidoe (value 'camera://0'); source takes audio,"),
         ("[mqtt.tls]\nenabeld = true\n", "unknown key mqtt.tls.enabeld (value true)"),
         ("[recognition]\nsmoothing = 1.5\n", "recognition.smoothing = 1.5 is invalid: must be in [0, 1)"),
+        ("[recognition]\nhold_margin = -0.1\n", "recognition.hold_margin = -0.1 is invalid: must be in [0, 1)"),
         ("[camera]\nx = 1\n", "unknown key camera (value a table); the top level takes log, model, mqtt"),
         ("[source]\nvideo = 'camera://0'\nrealtime = false\n", "source.realtime = false is invalid"),
         ("[source]\nvideo = 'webcam'\n", "source.video = 'webcam' is invalid: use sample, file://PATH"),

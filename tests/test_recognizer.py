@@ -48,6 +48,19 @@ def test_recognizer_matches_model_on_the_same_stream(backend):
     assert np.allclose(got, logits[0].softmax(-1).numpy(), atol=1e-5)
 
 
+def test_recognizer_label_is_the_held_label(backend):
+    rng = np.random.default_rng(2)
+    faces = rng.random((40, 1, 32, 32), dtype=np.float32)
+    audio = rng.standard_normal((40, 64, 10)).astype(np.float32)
+    plain, held = StreamingRecognizer(backend, 0.0, 0.0), StreamingRecognizer(backend, 0.0, 0.9)
+    a = [plain.step(f, x) for f, x in zip(faces, audio, strict=True)]
+    b = [held.step(f, x) for f, x in zip(faces, audio, strict=True)]
+    assert all(r.label == backend.classes[int(np.argmax(r.probs))] for r in a)
+    assert len({r.label for r in a}) > 1  # the plain argmax does change on this stream
+    assert {r.label for r in b} == {b[0].label}  # no class leads another by 0.9 on this untrained model
+    assert all(np.allclose(r.probs, s.probs) for r, s in zip(a, b, strict=True))
+
+
 def test_unknown_backend_and_bad_precision():
     with pytest.raises(AvemoError, match="unknown backend 'tflite'; choose one of"):
         create_backend("tflite", "x.pt")

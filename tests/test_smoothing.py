@@ -65,3 +65,29 @@ def test_filter_reduces_flips_on_a_noisy_stream():
     smoothed = S.smooth_sequence(raw)
     assert S.flips_per_minute(smoothed.argmax(1)) < S.flips_per_minute(raw.argmax(1)) / 2
     assert S.probability_jitter(smoothed) < S.probability_jitter(raw) / 2
+
+
+def test_label_hold_needs_a_lead_of_margin():
+    assert S.hold_label(np.array([0.3, 0.7]), None, 0.2) == 1  # nothing shown yet: the argmax
+    assert S.hold_label(np.array([0.45, 0.55]), 0, 0.2) == 0  # leads by 0.10 < 0.2: keep 0
+    assert S.hold_label(np.array([0.35, 0.65]), 0, 0.2) == 1  # leads by 0.30: switch
+    assert S.hold_label(np.array([0.45, 0.55]), 0, 0.0) == 1  # margin 0 is the argmax
+    f = S.TCSFilter(0.0, 0.2)
+    f(np.array([0.9, 0.1]))
+    f(np.array([0.45, 0.55]))
+    assert f.shown == 0
+    f.reset()
+    assert f.shown is None
+    with pytest.raises(ValueError, match="hold margin"):
+        S.TCSFilter(0.8, 1.5)
+
+
+def test_shown_sequence_hold_cuts_flips_on_a_close_race():
+    rng = np.random.default_rng(1)
+    raw = np.clip(np.array([0.42, 0.40, 0.18]) + rng.normal(0, 0.05, (600, 3)), 1e-3, None)
+    raw /= raw.sum(1, keepdims=True)
+    q, plain = S.shown_sequence(raw, 0.8, 0.0)
+    q2, held = S.shown_sequence(raw, 0.8, 0.1)
+    assert np.array_equal(plain, q.argmax(1)) and np.allclose(q, q2)
+    assert S.label_flips(held) < S.label_flips(plain) / 3
+    assert S.shown_sequence(np.zeros((0, 3)))[1].size == 0

@@ -95,12 +95,17 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
         ),
         echo=lambda *a: None,
     )
-    m = evaluate(joint, cache, tmp_path / "eval", no_tcs_checkpoint=no_tcs, n_joins=5)
+    m = evaluate(joint, cache, tmp_path / "eval", no_tcs_checkpoint=no_tcs, n_joins=5, hold_margin=0.1)
     assert m["test"]["n"] == 14  # actors 21 and 22, 7 clips each
-    assert set(m["ablations"]) == {
-        "TCS loss + tcs filter", "TCS loss + no filter", "no TCS loss + tcs filter", "no TCS loss + no filter",
-        "audio only (TCS filter)", "visual only (TCS filter)",
-    }  # fmt: skip
+    hold = "TCS filter a=0.8 + label hold 0.1"
+    assert list(m["ablations"]) == [
+        f"TCS loss + {hold}", "TCS loss + TCS filter", "TCS loss + no filter",
+        f"no TCS loss + {hold}", "no TCS loss + TCS filter", "no TCS loss + no filter",
+        f"audio only ({hold})", f"visual only ({hold})",
+    ]  # fmt: skip
+    assert m["test"] is m["ablations"][f"TCS loss + {hold}"] and m["smoothing"] == {"alpha": 0.8, "hold_margin": 0.1}
+    sw = m["test"]["switch"]
+    assert sw["joins"] == 5 and sw["median_from_onset_s"] <= sw["median_s"]
     for fig in ("confusion.png", "roc.png", "radar.png", "gates.png", "curves.png"):
         assert (tmp_path / "eval" / fig).stat().st_size > 1000
     report = (tmp_path / "eval" / "report.md").read_text()
@@ -122,3 +127,29 @@ def test_config_errors_name_the_key(tmp_path):
     good.write_text("lr = 0.001\ntcs_weight = 0\n")
     c = load_config(good, ["max_epochs=3"])
     assert c.lr == 0.001 and c.tcs_weight == 0.0 and c.max_epochs == 3
+
+
+def test_clip_and_step_cross_entropy_weights():
+    from avemo_edge.model import AVEmotionNet
+    from training.config import TrainConfig
+    from training.data import Item, collate_clips
+    from training.train import clip_forward
+
+    torch.manual_seed(0)
+    model = AVEmotionNet().eval()
+    items = [Item(None, torch.zeros(n, dtype=torch.bool), torch.randn(n, 64, 10), torch.ones(n, dtype=torch.bool),
+                  c, str(c)) for n, c in ((5, 2), (3, 4))]  # fmt: skip
+    batch = collate_clips(items)
+    with torch.no_grad():
+        logits = model(None, batch["audio"], batch["face_mask"], batch["audio_mask"] & batch["valid"])[0]
+        clip = clip_forward(
+            model, batch, TrainConfig(bf16=False, tcs_weight=0.0, clip_ce_weight=1.0, step_ce_weight=0.0)
+        )
+        step = clip_forward(model, batch, TrainConfig(bf16=False, tcs_weight=0.0))
+    last = torch.stack([logits[0, 4], logits[1, 2]])  # the last real step of each clip, not the padding
+    assert clip["loss"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(last, torch.tensor([2, 4])).item(), rel=1e-5
+    )
+    per_step = torch.cat([logits[0, :5], logits[1, :3]])
+    want = torch.nn.functional.cross_entropy(per_step, torch.tensor([2] * 5 + [4] * 3)).item()
+    assert step["loss"].item() == pytest.approx(want, rel=1e-5)

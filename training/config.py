@@ -47,6 +47,10 @@ class TrainConfig:
     grad_clip: float = 5.0
     dropout: float = 0.3
     tcs_weight: float = 0.1  # lambda; 0 trains without the TCS loss (ablation)
+    # Cross-entropy: the paper's is on the clip's prediction (after its last step); a stream is
+    # also shown at every step, so the mean per-step CE can be added (and is the default).
+    clip_ce_weight: float = 0.0
+    step_ce_weight: float = 1.0
     # augmentation
     augment: bool = True
     face_flip_p: float = 0.5

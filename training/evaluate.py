@@ -19,9 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from avemo_edge.audio import slice_level_dbfs
 from avemo_edge.checkpoint import load_checkpoint
 from avemo_edge.model import EMOTIONS, AVEmotionNet
-from avemo_edge.smoothing import flips_per_minute, probability_jitter, smooth_sequence, switch_latency
+from avemo_edge.smoothing import (
+    TCS_ALPHA,
+    TCS_HOLD_MARGIN,
+    TCS_STEP_SECONDS,
+    flips_per_minute,
+    probability_jitter,
+    shown_sequence,
+    switch_latency,
+)
 
 from .config import TrainConfig
 from .data import ClipDataset, FaceCache, ImageDataset, RavdessCache, collate_clips
@@ -62,15 +71,31 @@ def run_clips(model: AVEmotionNet, ds: ClipDataset, mask_faces: bool = False, ma
     return Streams(probs, alphas, betas, np.array(labels), keys)
 
 
-def clip_scores(streams: Streams, smooth: bool) -> np.ndarray:
-    """(N, 7): the probabilities shown at each clip's last step."""
-    return np.stack([(smooth_sequence(p) if smooth else p)[-1] for p in streams.probs])
+@dataclass(frozen=True)
+class Smoothing:
+    """How a stream is shown: the TCS filter coefficient and the label hold margin."""
+
+    alpha: float
+    margin: float = 0.0
+
+    def view(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return shown_sequence(p, self.alpha, self.margin)
 
 
-def classification(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+RAW = Smoothing(0.0, 0.0)
+PAPER = Smoothing(TCS_ALPHA, 0.0)
+
+
+def clip_scores(streams: Streams, sm: Smoothing) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 7) probabilities and (N,) labels that each clip's stream shows at its last step."""
+    views = [sm.view(p) for p in streams.probs]
+    return np.stack([q[-1] for q, _ in views]), np.array([lab[-1] for _, lab in views])
+
+
+def classification(y: np.ndarray, scores: np.ndarray, pred: np.ndarray | None = None) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, roc_auc_score
 
-    pred = scores.argmax(1)
+    pred = scores.argmax(1) if pred is None else pred
     labels = list(range(len(EMOTIONS)))
     present = sorted(set(y.tolist()))
     out = {
@@ -89,39 +114,68 @@ def classification(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def stability(streams: Streams, smooth: bool) -> dict[str, float]:
+def stability(streams: Streams, sm: Smoothing) -> dict[str, float]:
     flips, jitter = [], []
     for p in streams.probs:
-        q = smooth_sequence(p) if smooth else p
-        flips.append(flips_per_minute(q.argmax(1)))
+        q, shown = sm.view(p)
+        flips.append(flips_per_minute(shown))
         jitter.append(probability_jitter(q))
     return {"flips_per_min": float(np.mean(flips)), "jitter": float(np.mean(jitter))}
 
 
+def speech_onset(item: Any, threshold_dbfs: float = -45.0) -> int:
+    """The first step of a clip whose audio is at least as loud as the daemon's speech threshold.
+
+    A clip without audio (or silent throughout) has its onset at step 0: its face shows the
+    emotion from the first step.
+    """
+    if item.audio is None:
+        return 0
+    for t in range(len(item.audio_mask)):
+        if bool(item.audio_mask[t]) and slice_level_dbfs(item.audio[t]) >= threshold_dbfs:
+            return t
+    return 0
+
+
 @torch.no_grad()
-def switch_latencies(model: AVEmotionNet, ds: ClipDataset, n_joins: int, smooth: bool, seed: int = 0) -> dict[str, Any]:
-    """Join two test clips of different emotions into one stream (state carried across the join)."""
+def joined_streams(model: AVEmotionNet, ds: ClipDataset, n_joins: int, seed: int = 0) -> list[tuple]:
+    """Streams that join two test clips of different emotions (state carried across the join).
+
+    Returns (probabilities (T, 7), join step, speech-onset step, new label) per stream.
+    """
     rng = np.random.default_rng(seed)
     labels = np.array([c["label"] for c in ds.clips])
-    lat = []
+    joins = []
     for _ in range(n_joins):
         i = int(rng.integers(len(ds)))
-        others = np.flatnonzero(labels != labels[i])
-        j = int(rng.choice(others))
+        j = int(rng.choice(np.flatnonzero(labels != labels[i])))
         a, b = ds[i], ds[j]
         batch = collate_clips([a])
         la, _, _, state = model(batch["faces"], batch["audio"], batch["face_mask"], batch["audio_mask"])
         batch = collate_clips([b])
         lb, _, _, _ = model(batch["faces"], batch["audio"], batch["face_mask"], batch["audio_mask"], state)
         p = torch.cat([la[0], lb[0]]).softmax(-1).numpy()
-        q = smooth_sequence(p) if smooth else p
-        lat.append(switch_latency(q.argmax(1), len(a.face_mask), b.label))
-    arr = np.array(lat)
-    finite = arr[np.isfinite(arr)]
+        n = len(a.face_mask)
+        joins.append((p, n, n + speech_onset(b), b.label))
+    return joins
+
+
+def switch_latencies(joins: list[tuple], sm: Smoothing) -> dict[str, Any]:
+    """Switch latency from the join and from the new clip's speech onset (RAVDESS clips open
+    with up to a second of silence, during which the audio carries no sign of the new emotion)."""
+    from_join, from_onset = [], []
+    for p, join, onset, new in joins:
+        _, shown = sm.view(p)
+        lat = switch_latency(shown, join, new)
+        from_join.append(lat)
+        from_onset.append(max(0.0, lat - (onset - join) * TCS_STEP_SECONDS))
+    arr, arr2 = np.array(from_join), np.array(from_onset)
+    finite, finite2 = arr[np.isfinite(arr)], arr2[np.isfinite(arr2)]
     return {
-        "joins": n_joins,
+        "joins": len(joins),
         "median_s": float(np.median(finite)) if finite.size else float("inf"),
         "mean_s": float(finite.mean()) if finite.size else float("inf"),
+        "median_from_onset_s": float(np.median(finite2)) if finite2.size else float("inf"),
         "never_switched": float(np.mean(~np.isfinite(arr))),
     }
 
@@ -244,6 +298,32 @@ def table1(m: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def clip_dataset(cfg: TrainConfig, stage: str, cache: Path, split: str, part: str) -> tuple[ClipDataset, list[str]]:
+    """The RAVDESS clips of one part ('val' or 'test') of a split, as the checkpoint's stage sees them."""
+    rav = RavdessCache(cache / "ravdess")
+    parts = rav.split(split, "audio" if stage == "audio" else "any")
+    faces_from, face_cache, notes = "none", None, []
+    if stage == "joint":
+        if any(c["faces"] for c in parts[part]):
+            faces_from = "clip"
+        else:
+            faces_from, face_cache = "pairs", FaceCache(cache / "faces")
+            parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
+            notes += [
+                PAIRS_NOTE,
+                f"{part} pairs: RAVDESS {part}-actor audio with FER+ *{part}* faces of the same class",
+            ]
+    ds = ClipDataset(rav, parts[part], cfg, train=False, faces_from=faces_from, face_cache=face_cache, face_split=part)
+    return ds, notes
+
+
+def eval_config(meta: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's training configuration without augmentation (keys since retired are ignored)."""
+    known = {f.name for f in fields(TrainConfig)}
+    kept = {k: v for k, v in meta.get("config", {}).items() if k in known}
+    return TrainConfig(**{**kept, "augment": False, "modality_dropout": 0.0, "notes": []})
+
+
 def evaluate(
     checkpoint: Path,
     cache: Path,
@@ -252,16 +332,16 @@ def evaluate(
     no_tcs_checkpoint: Path | None = None,
     n_joins: int = 200,
     command: str = "",
+    smoothing: float | None = None,
+    hold_margin: float = TCS_HOLD_MARGIN,
+    threads: int = 2,
 ) -> dict[str, Any]:
     """Write the report for `checkpoint` to `out`; returns the metrics."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build()
-    cfg_dict = ckpt.meta.get("config", {})
     stage = ckpt.meta.get("stage", "audio")
-    known = {f.name for f in fields(TrainConfig)}  # a checkpoint's config may name keys since retired
-    kept = {k: v for k, v in cfg_dict.items() if k in known}
-    cfg = TrainConfig(**{**kept, "augment": False, "modality_dropout": 0.0, "notes": []})
+    cfg = eval_config(ckpt.meta)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": ckpt.sha256, "stage": stage, "command": command}
     notes = list(ckpt.meta.get("notes", []))
@@ -280,61 +360,50 @@ def evaluate(
         plot_roc(y, scores, out / "roc.png")
     else:
         split = split or cfg.split
-        rav = RavdessCache(cache / "ravdess")
-        need = "audio" if stage == "audio" else "any"
-        parts = rav.split(split, need)
-        faces_from, face_cache = "none", None
-        if stage == "joint":
-            if any(c["faces"] for c in parts["test"]):
-                faces_from = "clip"
-            else:
-                faces_from, face_cache = "pairs", FaceCache(cache / "faces")
-                parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
-                if PAIRS_NOTE not in notes:
-                    notes.append(PAIRS_NOTE)
-                notes.append("test pairs: RAVDESS test-actor audio with FER+ *test* faces of the same class")
-        ds = ClipDataset(
-            rav, parts["test"], cfg, train=False, faces_from=faces_from, face_cache=face_cache, face_split="test"
-        )
+        ds, more = clip_dataset(cfg, stage, cache, split, "test")
+        notes += [n for n in more if n not in notes]
         streams = run_clips(model, ds)
         y = streams.labels
-        variants = {"tcs filter": True, "no filter": False}
-        results = {}
-        for name, smooth in variants.items():
-            m = classification(y, clip_scores(streams, smooth))
-            m["stability"] = stability(streams, smooth)
-            m["switch"] = switch_latencies(model, ds, n_joins, smooth)
-            results[name] = m
-        main = results["tcs filter"]
-        ablations = {f"{'TCS loss' if cfg.tcs_weight else 'no TCS loss'} + {k}": v for k, v in results.items()}
+        variants = {"TCS filter": PAPER, "no filter": RAW}
+        device = Smoothing(TCS_ALPHA if smoothing is None else smoothing, hold_margin)
+        if device != PAPER:
+            variants = {f"TCS filter a={device.alpha:g} + label hold {device.margin:g}": device, **variants}
+        loss_name = "TCS loss" if cfg.tcs_weight else "no TCS loss"
+
+        def score(streams_: Streams, sm: Smoothing, joins_: list | None) -> dict[str, Any]:
+            scores_, pred_ = clip_scores(streams_, sm)
+            m = classification(y, scores_, pred_)
+            m["stability"] = stability(streams_, sm)
+            if joins_ is not None:
+                m["switch"] = switch_latencies(joins_, sm)
+            return m
+
+        joins = joined_streams(model, ds, n_joins)
+        ablations = {f"{loss_name} + {name}": score(streams, sm, joins) for name, sm in variants.items()}
+        main = next(iter(ablations.values()))  # what the device shows
         if no_tcs_checkpoint:
             other = load_checkpoint(no_tcs_checkpoint).build()
-            s2 = run_clips(other, ds)
-            for name, smooth in variants.items():
-                m = classification(y, clip_scores(s2, smooth))
-                m["stability"] = stability(s2, smooth)
-                m["switch"] = switch_latencies(other, ds, n_joins, smooth)
-                ablations[f"no TCS loss + {name}"] = m
+            s2, joins2 = run_clips(other, ds), joined_streams(other, ds, n_joins)
+            for name, sm in variants.items():
+                ablations[f"no TCS loss + {name}"] = score(s2, sm, joins2)
         if stage == "joint":
             for name, kw in (("audio only", {"mask_faces": True}), ("visual only", {"mask_audio": True})):
-                s3 = run_clips(model, ds, **kw)
-                m = classification(y, clip_scores(s3, True))
-                m["stability"] = stability(s3, True)
-                ablations[f"{name} (TCS filter)"] = m
+                ablations[f"{name} ({next(iter(variants))})"] = score(run_clips(model, ds, **kw), device, None)
         per_step_acc = float(
             np.mean(np.concatenate([p.argmax(1) == yy for p, yy in zip(streams.probs, y, strict=True)]))
         )
         metrics.update({"data": f"RAVDESS {split} split, test actors {sorted({c['actor'] for c in ds.clips})}, "
                                 f"{len(ds)} clips", "test": main, "ablations": ablations,
+                        "smoothing": {"alpha": device.alpha, "hold_margin": device.margin},
                         "per_step_accuracy_raw": per_step_acc})  # fmt: skip
-        plot_confusion(np.array(main["confusion"]), out / "confusion.png", "test (TCS filter)")
-        plot_roc(y, clip_scores(streams, True), out / "roc.png")
+        scores, pred = clip_scores(streams, device)
+        plot_confusion(np.array(main["confusion"]), out / "confusion.png", "test (as shown on the device)")
+        plot_roc(y, scores, out / "roc.png")
         plot_gates(streams, out / "gates.png")
-        scores = clip_scores(streams, True)
-        wrong = np.flatnonzero(scores.argmax(1) != y)
+        wrong = np.flatnonzero(pred != y)
         worst = wrong[np.argsort(-scores[wrong].max(1))][:10]
         metrics["worst_failures"] = [
-            {"clip": streams.keys[i], "true": EMOTIONS[y[i]], "predicted": EMOTIONS[int(scores[i].argmax())],
+            {"clip": streams.keys[i], "true": EMOTIONS[y[i]], "predicted": EMOTIONS[int(pred[i])],
              "confidence": round(float(scores[i].max()), 3), "mean_alpha": round(float(streams.alpha[i].mean()), 3),
              "mean_beta": round(float(streams.beta[i].mean()), 3)} for i in worst
         ]  # fmt: skip
@@ -367,15 +436,17 @@ def render(metrics: dict[str, Any]) -> str:
     lines += ["", head, "", table1(m), ""]
     if "ablations" in metrics:
         lines += ["## Ablations and stability (clip = what the stream shows at its last step)", "",
-                  "| variant | accuracy | macro F1 | flips/min | jitter | switch latency median s | never switched |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+                  "| variant | accuracy | macro F1 | flips/min | jitter | switch latency median s (from the join) "
+                  "| from speech onset | never switched |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for name, a in metrics["ablations"].items():
             st, sw = a["stability"], a.get("switch", {})
             median = f"{sw['median_s']:.2f}" if sw else "not measured"
+            onset = f"{sw['median_from_onset_s']:.2f}" if sw and "median_from_onset_s" in sw else "not measured"
             never = f"{100 * sw['never_switched']:.0f} %" if sw else "not measured"
             lines.append(
                 f"| {name} | {100 * a['accuracy']:.2f} | {100 * a['macro_f1']:.2f} | {st['flips_per_min']:.1f} | "
-                f"{st['jitter']:.4f} | {median} | {never} |"
+                f"{st['jitter']:.4f} | {median} | {onset} | {never} |"
             )
         lines += ["", f"Per-step accuracy of the raw stream (every 100 ms step vs the clip label): "
                       f"{100 * metrics['per_step_accuracy_raw']:.2f} %", ""]  # fmt: skip

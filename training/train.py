@@ -6,8 +6,9 @@ Stages, each usable alone:
 - joint: both, started from the two stages' checkpoints, on RAVDESS audio-video clips when the
   cache has them, otherwise on emotion-matched pairs (audio of class c + a face image of class c).
 
-Loss per clip: cross-entropy at every 100 ms step (the stream must be right at every step, not
-only at the end) + tcs_weight * L_TCS over consecutive steps. Adam (1e-4; 5e-5 for the visual
+Loss per clip: step_ce_weight * cross-entropy at every 100 ms step (the stream must be right at
+every step, not only at the end) + clip_ce_weight * cross-entropy after the last step (the
+paper's clip loss) + tcs_weight * L_TCS over consecutive steps. Adam (1e-4; 5e-5 for the visual
 branch), weight decay on conv/linear/LSTM weight matrices, ReduceLROnPlateau on the validation
 loss, early stopping keeping the best, gradient clipping. Every epoch writes `last_state.pt`
 (resume), `best.pt` when validation improves (a self-describing checkpoint), and a CSV/JSON log.
@@ -100,11 +101,14 @@ def clip_forward(model: AVEmotionNet, batch: dict, cfg: TrainConfig) -> dict[str
     logits = logits.float()
     active = valid & (fmask | amask)  # a step with neither modality teaches nothing
     labels = batch["labels"][:, None].expand_as(active)
-    ce = F.cross_entropy(logits[active], labels[active])
     tcs = tcs_loss(logits.softmax(-1), active)
     last = active.cumsum(1).argmax(1)  # index of the last active step
+    last_logits = logits[torch.arange(len(last)), last]
+    ce = cfg.step_ce_weight * F.cross_entropy(logits[active], labels[active])
+    if cfg.clip_ce_weight:
+        ce = ce + cfg.clip_ce_weight * F.cross_entropy(last_logits, batch["labels"])
     return {"loss": ce + cfg.tcs_weight * tcs, "ce": ce, "tcs": tcs, "logits": logits, "active": active,
-            "last_logits": logits[torch.arange(len(last)), last], "alpha": alpha, "beta": beta}  # fmt: skip
+            "last_logits": last_logits, "alpha": alpha, "beta": beta}  # fmt: skip
 
 
 def image_forward(model: AVEmotionNet, batch: tuple, cfg: TrainConfig) -> dict[str, torch.Tensor]:
