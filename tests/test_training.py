@@ -112,6 +112,13 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     assert "not real videos" in report and "| macro avg |" in report
     v = evaluate(visual, cache, tmp_path / "eval_v")
     assert v["test"]["n"] == 14 and "ablations" not in v
+    from training.ship import ship
+
+    shipped = ship(joint, tmp_path / "eval", None, tmp_path / "eval_v", tmp_path / "ship" / "m.pt",
+                   cv_evals=[tmp_path / "eval", tmp_path / "eval"])  # fmt: skip
+    card = (tmp_path / "ship" / "MODEL_CARD.md").read_text()
+    assert load_checkpoint(shipped).meta["source_sha256"] == load_checkpoint(joint).sha256
+    assert "label hold margin 0.1" in card and "5-fold actor cross-validation" in card and "+- 0.00 %" in card
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -153,3 +160,25 @@ def test_clip_and_step_cross_entropy_weights():
     per_step = torch.cat([logits[0, :5], logits[1, :3]])
     want = torch.nn.functional.cross_entropy(per_step, torch.tensor([2] * 5 + [4] * 3)).item()
     assert step["loss"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_crossval_summary_mean_and_sd(tmp_path):
+    from avemo_edge.errors import AvemoError
+    from avemo_edge.model import EMOTIONS
+    from training.crossval import render, summarise
+
+    dirs = []
+    for k, acc in enumerate((0.4, 0.5, 0.6)):
+        d = tmp_path / f"audio-cv{k}" / "eval"
+        d.mkdir(parents=True)
+        per_class = {c: {"f1-score": acc} for c in EMOTIONS}
+        test = {"accuracy": acc, "macro_f1": acc - 0.1, "weighted_f1": acc, "macro_auc": 0.7, "per_class": per_class}
+        (d / "metrics.json").write_text(json.dumps({"data": f"fold {k}", "test": test}))
+        dirs.append(d)
+    s = summarise(dirs)
+    assert s["stats"]["accuracy"]["mean"] == pytest.approx(0.5)
+    assert s["stats"]["accuracy"]["sd"] == pytest.approx(0.1)  # sample sd of 0.4, 0.5, 0.6
+    assert s["stats"]["macro_f1"]["mean"] == pytest.approx(0.4)
+    assert "**50.00 +- 10.00**" in render(s)
+    with pytest.raises(AvemoError, match="has no metrics.json"):
+        summarise([tmp_path / "missing"])

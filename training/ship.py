@@ -1,6 +1,7 @@
 """Make a trained checkpoint the package's default model, with its model card.
 
     python -m training.ship runs/joint/best.pt --eval runs/joint/eval [--audio-eval DIR] [--visual-eval DIR]
+        [--cv-eval DIR ...]
 
 Writes `avemo_edge/assets/default.pt` (fp16 weights, at most 25 MB) and
 `avemo_edge/assets/MODEL_CARD.md`, whose numbers are copied from the evaluation reports'
@@ -30,9 +31,29 @@ def _section(title: str, eval_dir: Path | None) -> list[str]:
     acc, mf1, wf1 = (100 * t[k] for k in ("accuracy", "macro_f1", "weighted_f1"))
     lines.append(f"- accuracy {acc:.2f} %, macro F1 {mf1:.2f} %, weighted F1 {wf1:.2f} %")
     if "ablations" in m:
-        st = t["stability"]
-        lines.append(f"- with the TCS filter: {st['flips_per_min']:.1f} label flips/min, jitter {st['jitter']:.4f}")
+        st, sm = t["stability"], m.get("smoothing", {"alpha": 0.8, "hold_margin": 0.0})
+        lines.append(
+            f"- as shown on the device (TCS filter a={sm['alpha']:g}, label hold margin {sm['hold_margin']:g}): "
+            f"{st['flips_per_min']:.1f} label flips/min, jitter {st['jitter']:.4f}"
+        )
     return [*lines, ""]
+
+
+def _cv_section(eval_dirs: list[Path] | None) -> list[str]:
+    if not eval_dirs:
+        return []
+    from .crossval import summarise
+
+    st = summarise(eval_dirs)["stats"]
+    folds = ", ".join(str(d) for d in eval_dirs)
+    return [
+        "### Audio branch, 5-fold actor cross-validation (the recipe, not this file's weights)",
+        "",
+        f"- folds: {folds} (`python -m training.crossval` on them)",
+        f"- accuracy {100 * st['accuracy']['mean']:.2f} +- {100 * st['accuracy']['sd']:.2f} %, macro F1 "
+        f"{100 * st['macro_f1']['mean']:.2f} +- {100 * st['macro_f1']['sd']:.2f} % (mean +- sd across folds)",
+        "",
+    ]
 
 
 def _changed(config: dict) -> str:
@@ -46,7 +67,14 @@ def _changed(config: dict) -> str:
     return ", ".join(diff) or "none"
 
 
-def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval: Path | None, out: Path) -> Path:
+def ship(
+    checkpoint: Path,
+    eval_dir: Path,
+    audio_eval: Path | None,
+    visual_eval: Path | None,
+    out: Path,
+    cv_evals: list[Path] | None = None,
+) -> Path:
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build()
     meta = {**ckpt.meta, "shipped_from": str(checkpoint), "source_sha256": ckpt.sha256}
@@ -74,6 +102,7 @@ def ship(checkpoint: Path, eval_dir: Path, audio_eval: Path | None, visual_eval:
         "",
         *_section("Joint model", eval_dir),
         *_section("Audio branch alone (its own checkpoint)", audio_eval),
+        *_cv_section(cv_evals),
         *_section("Visual branch alone (its own checkpoint)", visual_eval),
         "## Limits",
         "",
@@ -101,9 +130,10 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, required=True, help="evaluate's folder for this checkpoint")
     ap.add_argument("--audio-eval", type=Path)
     ap.add_argument("--visual-eval", type=Path)
+    ap.add_argument("--cv-eval", type=Path, nargs="*", help="the audio cross-validation folds' evaluate folders")
     ap.add_argument("--out", type=Path, default=default_model_path())
     a = ap.parse_args()
-    ship(a.checkpoint, a.eval, a.audio_eval, a.visual_eval, a.out)
+    ship(a.checkpoint, a.eval, a.audio_eval, a.visual_eval, a.out, a.cv_eval)
 
 
 if __name__ == "__main__":
