@@ -112,6 +112,11 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     assert "not real videos" in report and "| macro avg |" in report
     v = evaluate(visual, cache, tmp_path / "eval_v")
     assert v["test"]["n"] == 14 and "ablations" not in v
+    from training.tune_smoothing import ALPHAS, MARGINS, grid
+
+    rows, best, met = grid(joint, cache, n_joins=3, flip_ratio=5.0, max_latency=0.5)
+    assert len(rows) == len(ALPHAS) * len(MARGINS) and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert best is None or (best in rows and (not met or best["flip_ratio"] >= 5.0))
     from training.ship import ship
 
     shipped = ship(joint, tmp_path / "eval", None, tmp_path / "eval_v", tmp_path / "ship" / "m.pt",
