@@ -124,6 +124,7 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     card = (tmp_path / "ship" / "MODEL_CARD.md").read_text()
     assert load_checkpoint(shipped).meta["source_sha256"] == load_checkpoint(joint).sha256
     assert "label hold margin 0.1" in card and "5-fold actor cross-validation" in card and "+- 0.00 %" in card
+    assert "this model with faces masked (audio only): accuracy" in card
 
 
 def test_config_errors_name_the_key(tmp_path):

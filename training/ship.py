@@ -36,6 +36,13 @@ def _section(title: str, eval_dir: Path | None) -> list[str]:
             f"- as shown on the device (TCS filter a={sm['alpha']:g}, label hold margin {sm['hold_margin']:g}): "
             f"{st['flips_per_min']:.1f} label flips/min, jitter {st['jitter']:.4f}"
         )
+        for name, a in m["ablations"].items():
+            if name.startswith(("audio only", "visual only")):
+                what = "faces masked" if name.startswith("audio") else "audio masked"
+                lines.append(
+                    f"- this model with {what} ({name.split(' (')[0]}): accuracy {100 * a['accuracy']:.2f} %, "
+                    f"macro F1 {100 * a['macro_f1']:.2f} %"
+                )
     return [*lines, ""]
 
 
@@ -101,9 +108,9 @@ def ship(
         "## Numbers (test sets never seen in training or model selection)",
         "",
         *_section("Joint model", eval_dir),
-        *_section("Audio branch alone (its own checkpoint)", audio_eval),
+        *_section("Audio stage checkpoint (where the joint stage's audio branch started)", audio_eval),
         *_cv_section(cv_evals),
-        *_section("Visual branch alone (its own checkpoint)", visual_eval),
+        *_section("Visual stage checkpoint (this model's visual branch, frozen in the joint stage)", visual_eval),
         "## Limits",
         "",
         "- This is an early model: every accuracy target in docs/RESULTS.md is missed (see the numbers above);"
