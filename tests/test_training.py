@@ -179,12 +179,16 @@ def test_crossval_summary_mean_and_sd(tmp_path):
         d.mkdir(parents=True)
         per_class = {c: {"f1-score": acc} for c in EMOTIONS}
         test = {"accuracy": acc, "macro_f1": acc - 0.1, "weighted_f1": acc, "macro_auc": 0.7, "per_class": per_class}
-        (d / "metrics.json").write_text(json.dumps({"data": f"fold {k}", "test": test}))
+        other = {**test, "accuracy": acc / 2}
+        (d / "metrics.json").write_text(json.dumps({"data": f"fold {k}", "test": test, "ablations": {"raw": other}}))
         dirs.append(d)
     s = summarise(dirs)
     assert s["stats"]["accuracy"]["mean"] == pytest.approx(0.5)
     assert s["stats"]["accuracy"]["sd"] == pytest.approx(0.1)  # sample sd of 0.4, 0.5, 0.6
     assert s["stats"]["macro_f1"]["mean"] == pytest.approx(0.4)
     assert "**50.00 +- 10.00**" in render(s)
+    assert summarise(dirs, "raw")["stats"]["accuracy"]["mean"] == pytest.approx(0.25)
+    with pytest.raises(AvemoError, match="has no variant 'filter'; it has raw"):
+        summarise(dirs, "filter")
     with pytest.raises(AvemoError, match="has no metrics.json"):
         summarise([tmp_path / "missing"])
