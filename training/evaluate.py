@@ -21,6 +21,7 @@ import torch
 
 from avemo_edge.audio import slice_level_dbfs
 from avemo_edge.checkpoint import load_checkpoint
+from avemo_edge.config import RecognitionConfig
 from avemo_edge.model import EMOTIONS, AVEmotionNet
 from avemo_edge.smoothing import (
     TCS_ALPHA,
@@ -123,7 +124,7 @@ def stability(streams: Streams, sm: Smoothing) -> dict[str, float]:
     return {"flips_per_min": float(np.mean(flips)), "jitter": float(np.mean(jitter))}
 
 
-def speech_onset(item: Any, threshold_dbfs: float = -45.0) -> int:
+def speech_onset(item: Any, threshold_dbfs: float = RecognitionConfig.speech_threshold_dbfs) -> int:
     """The first step of a clip whose audio is at least as loud as the daemon's speech threshold.
 
     A clip without audio (or silent throughout) has its onset at step 0: its face shows the
