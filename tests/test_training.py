@@ -64,6 +64,13 @@ def test_audio_stage_resume_and_refusal(cache, tmp_path):
     assert torch.equal(load_checkpoint(warm).state_dict["audio.mel_mean"], ckpt.state_dict["audio.mel_mean"])
     with pytest.raises(TrainError, match="differs in"):
         train(cfg(cache, out, "audio", max_epochs=4, lr=0.1), resume=True, echo=lambda *a: None)
+    state = torch.load(out / "last_state.pt", weights_only=True)  # a run saved before a key existed
+    del state["config"]["clip_ce_weight"]
+    torch.save(state, out / "last_state.pt")
+    train(cfg(cache, out, "audio", max_epochs=4), resume=True, echo=lambda *a: None)
+    assert len(json.loads((out / "log.json").read_text())) == 4
+    with pytest.raises(TrainError, match=r"differs in \['clip_ce_weight'\]"):
+        train(cfg(cache, out, "audio", max_epochs=5, clip_ce_weight=1.0), resume=True, echo=lambda *a: None)
 
 
 def test_visual_then_joint_pairs_and_report(cache, tmp_path):

@@ -189,7 +189,8 @@ class Run:
         free = ("max_epochs", "limit_batches", "threads")  # machinery, not the recipe: may change on resume
         saved = {k: v for k, v in state["config"].items() if k not in free}
         now = {k: v for k, v in asdict(self.cfg).items() if k not in free}
-        diff = sorted(k for k in now if saved.get(k) != now[k])
+        defaults = asdict(TrainConfig())  # a key added since the run was saved had its default then
+        diff = sorted(k for k in now if saved.get(k, defaults[k]) != now[k])
         if diff:
             raise TrainError(f"cannot resume {self.out}: the configuration differs in {diff}")
         self.model.load_state_dict(state["model"])
