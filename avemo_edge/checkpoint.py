@@ -89,6 +89,14 @@ def save_checkpoint(
     return digest
 
 
+def check_header(obj: object, fmt: str, version: int, name: str, kind: str, error: type[AvemoError]) -> None:
+    """Refuse a file (`name`, one of `kind`) without the `fmt` header or of another format version."""
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise error(f"{name} is not {kind} (no '{fmt}' header)")
+    if obj.get("format_version") != version:
+        raise error(f"{name} has format version {obj.get('format_version')}, this runtime reads {version}")
+
+
 def dims_from_description(what: str, audio: dict, dims: dict, error: type[AvemoError]) -> ModelDims:
     """Check a saved model's audio preprocessing against this runtime and rebuild its ModelDims.
 
@@ -122,12 +130,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             else "it is truncated, corrupt or not written by torch.save"
         )
         raise CheckpointError(f"checkpoint {path} is not a readable torch file: {why}") from e
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not an avemo-edge checkpoint (no '{FORMAT}' header)")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {obj.get('format_version')}, this runtime reads {FORMAT_VERSION}"
-        )
+    check_header(obj, FORMAT, FORMAT_VERSION, f"checkpoint {path}", "an avemo-edge checkpoint", CheckpointError)
     state = obj.get("state_dict")
     header = {k: v for k, v in obj.items() if k not in ("state_dict", "sha256")}
     if not isinstance(state, dict) or _digest(header, state) != obj.get("sha256"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import dims_from_description
+from .checkpoint import check_header, dims_from_description
 from .errors import ExportedModelError
 from .model import ModelDims
 
@@ -117,12 +117,7 @@ def load_export(path: str | Path, runtime: str, check_files: bool = True) -> Exp
         manifest = json.loads(mpath.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportedModelError(f"{mpath} is not readable JSON ({e}); export the model again") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ExportedModelError(f"{mpath} is not an avemo-edge export manifest (no '{FORMAT}' header)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ExportedModelError(
-            f"{mpath} has format version {manifest.get('format_version')}, this runtime reads {FORMAT_VERSION}"
-        )
+    check_header(manifest, FORMAT, FORMAT_VERSION, str(mpath), "an avemo-edge export manifest", ExportedModelError)
     if manifest.get("runtime") != runtime:
         raise ExportedModelError(
             f"{directory} is a {manifest.get('export_format')!r} export for the {manifest.get('runtime')} backend, "

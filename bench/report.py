@@ -110,8 +110,6 @@ def batch_table(report: dict[str, Any]) -> list[str]:
                 rows.append([f"`{r['key']}`", str(s["batch"]), _status(s), "", "", "", "", ""])
                 continue
             vis, step = s["visual_encoder"], s["step"]
-            mem = s.get("memory") or {}
-            gpu = (mem.get("gpu") or {}).get("device_used_mb")
             rows.append(
                 [
                     f"`{r['key']}`",
@@ -121,7 +119,7 @@ def batch_table(report: dict[str, Any]) -> list[str]:
                     _num(step["per_second"], 1),
                     _num(step["latency_ms"]["p50"]),
                     _num(step["latency_ms"]["p95"]),
-                    f"{_num(mem.get('rss_mb'), 0)}" + (f" / GPU {gpu:.0f}" if gpu is not None else ""),
+                    _memory(s),
                 ]
             )
     if not rows:
@@ -139,6 +137,13 @@ def batch_table(report: dict[str, Any]) -> list[str]:
     return _table(header, rows, {1, 3, 4, 5, 6, 7})
 
 
+def _memory(sweep: dict[str, Any]) -> str:
+    """The RSS MB cell of a sweep point, with the GPU's used memory where it was measured."""
+    mem = sweep.get("memory") or {}
+    gpu = (mem.get("gpu") or {}).get("device_used_mb")
+    return _num(mem.get("rss_mb"), 0) + (f" / GPU {gpu:.0f}" if gpu is not None else "")
+
+
 def stream_table(report: dict[str, Any]) -> list[str]:
     rows = []
     for r in report["rows"]:
@@ -146,8 +151,6 @@ def stream_table(report: dict[str, Any]) -> list[str]:
             if s.get("status") != "ok":
                 rows.append([f"`{r['key']}`", str(s["streams"]), _status(s)] + [""] * 7)
                 continue
-            mem = s.get("memory") or {}
-            gpu = (mem.get("gpu") or {}).get("device_used_mb")
             lat = s["latency_ms"]
             rows.append(
                 [
@@ -159,7 +162,7 @@ def stream_table(report: dict[str, Any]) -> list[str]:
                     _num(lat["p50"]),
                     _num(lat["p95"]),
                     _num(lat["p99"]),
-                    f"{_num(mem.get('rss_mb'), 0)}" + (f" / GPU {gpu:.0f}" if gpu is not None else ""),
+                    _memory(s),
                     _yes(s.get("realtime")),
                 ]
             )

@@ -87,9 +87,16 @@ RAW = Smoothing(0.0, 0.0)
 PAPER = Smoothing(TCS_ALPHA, 0.0)
 
 
-def clip_scores(streams: Streams, sm: Smoothing) -> tuple[np.ndarray, np.ndarray]:
+View = tuple[np.ndarray, np.ndarray]  # a stream as shown: filtered probabilities (T, 7), labels (T,)
+
+
+def show(streams: Streams, sm: Smoothing) -> list[View]:
+    """Every clip's stream as the device with smoothing `sm` shows it (computed once, used by all metrics)."""
+    return [sm.view(p) for p in streams.probs]
+
+
+def clip_scores(views: list[View]) -> tuple[np.ndarray, np.ndarray]:
     """(N, 7) probabilities and (N,) labels that each clip's stream shows at its last step."""
-    views = [sm.view(p) for p in streams.probs]
     return np.stack([q[-1] for q, _ in views]), np.array([lab[-1] for _, lab in views])
 
 
@@ -115,10 +122,9 @@ def classification(y: np.ndarray, scores: np.ndarray, pred: np.ndarray | None = 
     return out
 
 
-def stability(streams: Streams, sm: Smoothing) -> dict[str, float]:
+def stability(views: list[View]) -> dict[str, float]:
     flips, jitter = [], []
-    for p in streams.probs:
-        q, shown = sm.view(p)
+    for q, shown in views:
         flips.append(flips_per_minute(shown))
         jitter.append(probability_jitter(q))
     return {"flips_per_min": float(np.mean(flips)), "jitter": float(np.mean(jitter))}
@@ -370,26 +376,28 @@ def evaluate(
         if device != PAPER:
             variants = {f"TCS filter a={device.alpha:g} + label hold {device.margin:g}": device, **variants}
         loss_name = "TCS loss" if cfg.tcs_weight else "no TCS loss"
+        device_name = next(iter(variants))  # the first variant is what the device shows
 
-        def score(streams_: Streams, sm: Smoothing, joins_: list | None) -> dict[str, Any]:
-            scores_, pred_ = clip_scores(streams_, sm)
-            m = classification(y, scores_, pred_)
-            m["stability"] = stability(streams_, sm)
+        def score(views: list[View], sm: Smoothing, joins_: list | None) -> dict[str, Any]:
+            m = classification(y, *clip_scores(views))
+            m["stability"] = stability(views)
             if joins_ is not None:
                 m["switch"] = switch_latencies(joins_, sm)
             return m
 
         joins = joined_streams(model, ds, n_joins)
-        ablations = {f"{loss_name} + {name}": score(streams, sm, joins) for name, sm in variants.items()}
-        main = next(iter(ablations.values()))  # what the device shows
+        shown = {name: show(streams, sm) for name, sm in variants.items()}
+        ablations = {f"{loss_name} + {name}": score(shown[name], sm, joins) for name, sm in variants.items()}
+        main = ablations[f"{loss_name} + {device_name}"]
         if no_tcs_checkpoint:
             other = load_checkpoint(no_tcs_checkpoint).build()
             s2, joins2 = run_clips(other, ds), joined_streams(other, ds, n_joins)
             for name, sm in variants.items():
-                ablations[f"no TCS loss + {name}"] = score(s2, sm, joins2)
+                ablations[f"no TCS loss + {name}"] = score(show(s2, sm), sm, joins2)
         if stage == "joint":
             for name, kw in (("audio only", {"mask_faces": True}), ("visual only", {"mask_audio": True})):
-                ablations[f"{name} ({next(iter(variants))})"] = score(run_clips(model, ds, **kw), device, None)
+                masked = show(run_clips(model, ds, **kw), device)
+                ablations[f"{name} ({device_name})"] = score(masked, device, None)
         per_step_acc = float(
             np.mean(np.concatenate([p.argmax(1) == yy for p, yy in zip(streams.probs, y, strict=True)]))
         )
@@ -397,7 +405,7 @@ def evaluate(
                                 f"{len(ds)} clips", "test": main, "ablations": ablations,
                         "smoothing": {"alpha": device.alpha, "hold_margin": device.margin},
                         "per_step_accuracy_raw": per_step_acc})  # fmt: skip
-        scores, pred = clip_scores(streams, device)
+        scores, pred = clip_scores(shown[device_name])
         plot_confusion(np.array(main["confusion"]), out / "confusion.png", "test (as shown on the device)")
         plot_roc(y, scores, out / "roc.png")
         plot_gates(streams, out / "gates.png")

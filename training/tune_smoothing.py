@@ -33,6 +33,7 @@ from .evaluate import (
     eval_config,
     joined_streams,
     run_clips,
+    show,
     stability,
     switch_latencies,
 )
@@ -55,10 +56,11 @@ def grid(
     y = streams.labels
 
     def row(sm: Smoothing) -> dict:
-        _, pred = clip_scores(streams, sm)
+        views = show(streams, sm)
+        _, pred = clip_scores(views)
         sw = switch_latencies(joins, sm)
         return {"alpha": sm.alpha, "margin": sm.margin, "accuracy": float(np.mean(pred == y)),
-                "flips_per_min": stability(streams, sm)["flips_per_min"], "latency_s": sw["median_s"],
+                "flips_per_min": stability(views)["flips_per_min"], "latency_s": sw["median_s"],
                 "latency_onset_s": sw["median_from_onset_s"], "never": sw["never_switched"]}  # fmt: skip
 
     raw = row(RAW)
