@@ -257,6 +257,58 @@ def log_mel_slices(
     return torch.cat([chunker.push(samples), chunker.flush()])
 
 
+# --- level and channel normalisation -------------------------------------------------------
+SILENT_FRAME = math.log10(LOG_FLOOR) + 1e-3  # a frame at or below this in every band is digital zero
+NORM_SILENCE = -6.0  # what a digitally silent frame becomes after normalisation (60 dB under the mean)
+
+
+class LevelNormalizer:
+    """Causal per-band mean normalisation of a stream of log-mel slices.
+
+    A gain of g dB adds g / 10 to every log10 band; a fixed microphone or room EQ adds a constant
+    per band. Subtracting a running per-band mean removes both (the sliding-window cepstral mean
+    normalisation of speech recognisers): the network sees the voice relative to the last few
+    seconds of the same stream, never its absolute level. The mean is a cumulative average over
+    the first `tau_s` seconds of non-silent frames, then an exponential average with that time
+    constant. Each step's 5 new frames update it; the whole 10-frame slice is then expressed
+    against the mean after this step. Digitally silent frames (the stream's zero lead-in, a muted
+    input) neither update it nor depend on it: they become NORM_SILENCE.
+    """
+
+    def __init__(self, tau_s: float) -> None:
+        if tau_s <= 0:
+            raise ValueError(f"the normalisation time constant must be positive, not {tau_s}")
+        self.min_weight = HOP_LENGTH / SAMPLE_RATE / tau_s  # 1 / (frames per time constant)
+        self.reset()
+
+    def reset(self) -> None:
+        self.mean: torch.Tensor | None = None
+        self.frames = 0
+
+    def __call__(self, mel_slice: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(mel_slice), dtype=torch.float32)  # (64, 10)
+        silent = (x <= SILENT_FRAME).all(0)  # (10,)
+        for j in range(x.shape[1] - FRAMES_PER_STEP, x.shape[1]):
+            if silent[j]:
+                continue
+            self.frames += 1
+            if self.mean is None:
+                self.mean = x[:, j].clone()
+            else:
+                self.mean += max(1.0 / self.frames, self.min_weight) * (x[:, j] - self.mean)
+        if self.mean is None:
+            return torch.full_like(x, NORM_SILENCE)
+        return torch.where(silent[None, :], torch.full_like(x, NORM_SILENCE), x - self.mean[:, None])
+
+
+def normalize_slices(slices: torch.Tensor, tau_s: float) -> torch.Tensor:
+    """A whole clip's (T, 64, 10) slices as a fresh stream's LevelNormalizer gives them (0: unchanged)."""
+    if tau_s <= 0:
+        return slices
+    norm = LevelNormalizer(tau_s)
+    return torch.stack([norm(s) for s in slices]) if len(slices) else slices
+
+
 # --- speech presence ------------------------------------------------------------------------
 @cache
 def _level_offset_db() -> float:

@@ -35,7 +35,13 @@ class ModelDims:
     # "small": one 3x3/2 conv and no max-pool, for 48-96 px: a 48 px face reaches layer4 at 3x3,
     # the same path a 96 px face takes through the ImageNet stem.
     face_stem: str = "small"
+    # channels of ResNet-18's first stage (64 in He et al.); each later stage doubles them. A
+    # narrower network keeps the paper's depth and block structure at a fraction of the cost.
+    face_width: int = 64
     n_mels: int = 64
+    # Time constant (s) of the causal per-band mean normalisation of the log-mel stream that
+    # the runtime applies before this network (`audio.LevelNormalizer`); 0: none (older models).
+    audio_norm_s: float = 0.0
     slice_frames: int = 10
     embed_dim: int = 128
     lstm_hidden: int = 128
@@ -48,6 +54,8 @@ class ModelDims:
     def __post_init__(self) -> None:
         if self.face_stem not in ("imagenet", "small"):
             raise ValueError(f"face_stem must be 'imagenet' or 'small', not {self.face_stem!r}")
+        if self.face_width < 8 or self.face_width % 8:
+            raise ValueError(f"face_width must be a positive multiple of 8, not {self.face_width}")
         if self.face_channels not in (1, 3):
             raise ValueError(f"face_channels must be 1 (grey) or 3 (RGB), not {self.face_channels}")
         min_size = 32 if self.face_stem == "imagenet" else 16
@@ -90,19 +98,19 @@ class VisualEncoder(nn.Module):
 
     def __init__(self, dims: ModelDims) -> None:
         super().__init__()
-        c = dims.face_channels
+        c, w = dims.face_channels, dims.face_width
         if dims.face_stem == "imagenet":
             self.stem = nn.Sequential(
-                nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.Conv2d(c, w, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, stride=2, padding=1),
             )  # fmt: skip
         else:
-            self.stem = nn.Sequential(conv3x3(c, 64, stride=2), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-        self.layer1 = self._make_layer(64, 64, stride=1)
-        self.layer2 = self._make_layer(64, 128, stride=2)
-        self.layer3 = self._make_layer(128, 256, stride=2)
-        self.layer4 = self._make_layer(256, 512, stride=2)
-        self.proj = nn.Linear(512, dims.embed_dim)
+            self.stem = nn.Sequential(conv3x3(c, w, stride=2), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        self.layer1 = self._make_layer(w, w, stride=1)
+        self.layer2 = self._make_layer(w, 2 * w, stride=2)
+        self.layer3 = self._make_layer(2 * w, 4 * w, stride=2)
+        self.layer4 = self._make_layer(4 * w, 8 * w, stride=2)
+        self.proj = nn.Linear(8 * w, dims.embed_dim)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -112,9 +120,9 @@ class VisualEncoder(nn.Module):
         return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)  # (B, 64, S/4, S/4) imagenet stem, (B, 64, S/2, S/2) small stem
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 512, s, s)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 512)
+        x = self.stem(x)  # (B, W, S/4, S/4) imagenet stem, (B, W, S/2, S/2) small stem
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 8W, s, s)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 8W)
         return F.normalize(self.proj(x), dim=-1)  # (B, 128), unit length (paper 3.2)
 
 

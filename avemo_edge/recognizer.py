@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import LevelNormalizer
 from .backends import Backend
 from .smoothing import TCS_ALPHA, TCS_HOLD_MARGIN, TCSFilter
 
@@ -52,6 +53,8 @@ class StreamingRecognizer:
         self.backend = backend
         self.classes = backend.classes
         self.filter = TCSFilter(smoothing, hold_margin)
+        tau = getattr(backend.dims, "audio_norm_s", 0.0)
+        self.level = LevelNormalizer(tau) if tau > 0 else None  # the model's own audio front end
         self.state = backend.init_state()
         self._t0 = time.monotonic()
 
@@ -59,6 +62,8 @@ class StreamingRecognizer:
         """Forget the stream (a new speaker, or a source that came back after a long gap)."""
         self.state = self.backend.init_state()
         self.filter.reset()
+        if self.level is not None:
+            self.level.reset()
 
     def step(self, face: np.ndarray | None, audio: np.ndarray | None, t: float | None = None) -> StepResult:
         """One 100 ms step. `t` is the capture time (monotonic seconds); None means 'now'.
@@ -68,6 +73,8 @@ class StreamingRecognizer:
         """
         t = time.monotonic() if t is None else t
         start = time.perf_counter()
+        if audio is not None and self.level is not None:
+            audio = self.level(audio).numpy()
         logits, alpha, beta, self.state = self.backend.step(face, audio, self.state)
         raw = softmax(logits.astype(np.float64))
         if face is None and audio is None and self.filter.state.q is not None:

@@ -159,3 +159,47 @@ def test_slice_level_matches_rms_within_0_3_db(kind):
     rms_db = 10 * np.log10(np.mean(x**2))
     levels = [A.slice_level_dbfs(s) for s in A.log_mel_slices(x.astype(np.float32))[2:]]
     assert max(abs(v - rms_db) for v in levels) < 0.3
+
+
+def _speechy(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
+    """A second of near-silence (room noise), then a pitched, amplitude-modulated tone complex."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * A.SAMPLE_RATE)) / A.SAMPLE_RATE
+    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    voice[t < 1.0] = 0.0
+    return (0.1 * voice + 1e-4 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("gain_db", [-20.0, -10.0, 6.0])
+def test_level_normalizer_removes_gain(gain_db):
+    x = _speechy()
+    ref = A.normalize_slices(A.log_mel_slices(x), 3.0)
+    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0)
+    assert float((got - ref).abs().max()) < 1e-3  # log10 units: 0.01 dB
+
+
+def test_level_normalizer_removes_static_eq_and_is_causal():
+    x = _speechy()
+    slices = A.log_mel_slices(x)
+    tilt = torch.linspace(-0.5, 0.5, A.N_MELS)[None, :, None]  # +-5 dB across the bands
+    eq = torch.where(slices > A.SILENT_FRAME, slices + tilt, slices)  # a microphone EQs sound, not digital zero
+    ref, got = A.normalize_slices(slices, 3.0), A.normalize_slices(eq, 3.0)
+    assert float((got - ref).abs().max()) < 1e-4
+    # a step's output depends on the past only: changing the future leaves it alone
+    changed = slices.clone()
+    changed[20:] += 1.0
+    assert torch.equal(A.normalize_slices(changed, 3.0)[:20], ref[:20])
+
+
+def test_level_normalizer_silence_and_reset():
+    norm = A.LevelNormalizer(3.0)
+    zero = A.log_mel_slices(np.zeros(3200, np.float32))
+    assert torch.all(norm(zero[0]) == A.NORM_SILENCE)  # digital silence before any sound
+    loud = A.log_mel_slices(_speechy())
+    for s in loud:
+        norm(s)
+    assert norm.mean is not None and norm.frames > 0
+    norm.reset()
+    assert norm.mean is None and norm.frames == 0
+    with pytest.raises(ValueError, match="time constant"):
+        A.LevelNormalizer(0.0)

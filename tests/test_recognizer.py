@@ -52,6 +52,7 @@ class ScriptedBackend:
     """A backend whose logits alternate between two close classes: a flickering stream."""
 
     classes = ("a", "b", "c")
+    dims = ModelDims()  # the Backend protocol's dims (no level normalisation)
 
     def __init__(self) -> None:
         self.i = 0

@@ -199,3 +199,59 @@ def test_crossval_summary_mean_and_sd(tmp_path):
         summarise(dirs, "filter")
     with pytest.raises(AvemoError, match="has no metrics.json"):
         summarise([tmp_path / "missing"])
+
+
+def test_recipe_choices_are_checked():
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd, not 'lion'"):
+        load_config(None, ["optimizer=lion"])
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        load_config(None, ["schedule=steps"])
+
+
+def test_soft_label_ce_and_onset_mask():
+    from training.train import _ce
+
+    logits = torch.randn(4, 7)
+    hard = torch.tensor([0, 3, 6, 2])
+    # a one-hot distribution is the ordinary cross-entropy, with or without class weights
+    assert _ce(logits, torch.nn.functional.one_hot(hard, 7).float(), None, 0.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, hard).item(), rel=1e-5
+    )
+    w = torch.linspace(0.5, 2.0, 7)
+    assert _ce(logits, torch.nn.functional.one_hot(hard, 7).float(), w, 0.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, hard, weight=w).item(), rel=1e-5
+    )
+    soft = torch.softmax(torch.randn(4, 7), -1)
+    want = -(soft * logits.log_softmax(-1)).sum(-1).mean()
+    assert _ce(logits, soft, None, 0.0).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_ce_from_onset_ignores_the_lead_in():
+    from avemo_edge.model import AVEmotionNet
+    from training.config import TrainConfig
+    from training.data import Item, collate_clips
+    from training.train import clip_forward
+
+    torch.manual_seed(0)
+    model = AVEmotionNet().eval()
+    items = [Item(None, torch.zeros(6, dtype=torch.bool), torch.randn(6, 64, 10), torch.ones(6, dtype=torch.bool),
+                  1, "a", onset=4)]  # fmt: skip
+    batch = collate_clips(items)
+    with torch.no_grad():
+        logits = model(None, batch["audio"], batch["face_mask"], batch["audio_mask"])[0]
+        out = clip_forward(model, batch, TrainConfig(bf16=False, tcs_weight=0.0, ce_from_onset=True))
+    want = torch.nn.functional.cross_entropy(logits[0, 4:], torch.tensor([1, 1])).item()
+    assert out["loss"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_face_augmentation_and_spec_augment_shapes():
+    from training.augment import augment_face, spec_augment
+
+    rng = np.random.default_rng(0)
+    face = np.random.default_rng(1).integers(0, 255, (1, 48, 48), dtype=np.uint8)
+    out = augment_face(face, rng, 0.5, 15.0, 0.3, shift=0.1, scale=0.1, blur_p=1.0, erase_p=1.0)
+    assert out.shape == (1, 48, 48) and out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
+    assert not np.allclose(out, face / 255.0)
+    slices = torch.randn(30, 64, 10)
+    masked = spec_augment(slices, 8, 3, np.random.default_rng(2))
+    assert masked.shape == slices.shape and (masked == 0).any() and torch.equal(slices, slices.clone())

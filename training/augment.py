@@ -19,21 +19,47 @@ from avemo_edge.audio import SAMPLE_RATE, resample
 
 
 def augment_face(
-    face: np.ndarray, rng: np.random.Generator, flip_p: float, rotate_deg: float, jitter: float
+    face: np.ndarray,
+    rng: np.random.Generator,
+    flip_p: float,
+    rotate_deg: float,
+    jitter: float,
+    shift: float = 0.0,
+    scale: float = 0.0,
+    blur_p: float = 0.0,
+    erase_p: float = 0.0,
 ) -> np.ndarray:
-    """(C, S, S) uint8 -> (C, S, S) float32 in [0, 1]."""
+    """(C, S, S) uint8 -> (C, S, S) float32 in [0, 1].
+
+    What a camera and a detector do to a face: mirror, roll (rotation), framing (shift and
+    scale of the crop, as fractions of the side), exposure (brightness and contrast), focus
+    (blur), and occlusion (random erasing).
+    """
     img = face.transpose(1, 2, 0).astype(np.float32)  # (S, S, C)
     s = img.shape[0]
     if rng.random() < flip_p:
         img = img[:, ::-1]
-    if rotate_deg:
-        m = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-rotate_deg, rotate_deg)), 1.0)
+    if rotate_deg or shift or scale:
+        angle = float(rng.uniform(-rotate_deg, rotate_deg)) if rotate_deg else 0.0
+        zoom = float(rng.uniform(1 - scale, 1 + scale)) if scale else 1.0
+        m = cv2.getRotationMatrix2D((s / 2, s / 2), angle, zoom)
+        if shift:
+            m[:, 2] += rng.uniform(-shift, shift, 2) * s
         img = cv2.warpAffine(np.ascontiguousarray(img), m, (s, s), borderMode=cv2.BORDER_REFLECT)
         img = img.reshape(s, s, -1)
     if jitter:
         contrast = rng.uniform(1 - jitter, 1 + jitter)
         brightness = rng.uniform(-jitter, jitter) * 255
         img = (img - img.mean()) * contrast + img.mean() + brightness
+    if blur_p and rng.random() < blur_p:
+        img = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), float(rng.uniform(0.3, 1.2))).reshape(s, s, -1)
+    if erase_p and rng.random() < erase_p:
+        area = rng.uniform(0.02, 0.2) * s * s
+        aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+        h, w = min(s, int(round(np.sqrt(area * aspect)))), min(s, int(round(np.sqrt(area / aspect))))
+        y, x = int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
+        img = np.array(img)
+        img[y : y + h, x : x + w] = rng.uniform(0, 255)
     return np.clip(img, 0, 255).transpose(2, 0, 1) / 255.0
 
 
@@ -66,3 +92,19 @@ def pitch_shift(x: np.ndarray, semitones: float, rng: np.random.Generator) -> np
     if new_rate == SAMPLE_RATE:
         return x
     return resample(torch.from_numpy(x), SAMPLE_RATE, new_rate).numpy()
+
+
+def spec_augment(slices: torch.Tensor, max_bands: int, max_steps: int, rng: np.random.Generator) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) on a clip's (T, 64, N) slices: two band masks, two step masks, set to 0."""
+    x = slices.clone()
+    t, m = x.shape[:2]
+    for _ in range(2):
+        if max_bands:
+            w = int(rng.integers(0, max_bands + 1))
+            f0 = int(rng.integers(0, m - w + 1))
+            x[:, f0 : f0 + w] = 0.0
+        if max_steps and t > max_steps:
+            w = int(rng.integers(0, max_steps + 1))
+            s0 = int(rng.integers(0, t - w + 1))
+            x[s0 : s0 + w] = 0.0
+    return x

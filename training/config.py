@@ -32,6 +32,10 @@ class TrainConfig:
     face_size: int = 48
     face_channels: int = 1
     face_stem: str = "small"
+    face_width: int = 64  # ResNet-18 channels of its first stage (64 = He et al.)
+    # causal per-band mean normalisation of the log-mel stream, time constant in seconds (0: off);
+    # see avemo_edge.audio.LevelNormalizer: it makes the audio branch blind to gain and static EQ
+    audio_norm_s: float = 0.0
     bidirectional: bool = False
     # optimisation (paper 3.4.1-3.4.6)
     lr: float = 1e-4  # audio branch and fusion
@@ -44,6 +48,16 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     min_lr: float = 1e-6
+    optimizer: str = "adam"  # 'adam' (paper), 'adamw' or 'sgd' (momentum 0.9, nesterov)
+    schedule: str = "plateau"  # 'plateau' (paper: ReduceLROnPlateau) or 'cosine' (per batch, with warm-up)
+    warmup_epochs: float = 0.0  # cosine only: linear warm-up
+    label_smoothing: float = 0.0
+    soft_labels: bool = False  # visual stage: cross-entropy on the normalised crowd votes (FER+ paper)
+    class_weight: str = "none"  # 'none' or 'sqrt': loss weights (1 / frequency) ** 0.5, mean 1
+    # audio: per-step CE only from the step where the clip's speech starts (its silent lead-in
+    # carries no emotion; learning it teaches the room, not the voice)
+    ce_from_onset: bool = False
+    device: str = "cpu"  # 'cpu' or 'cuda' (the same recipe on either)
     grad_clip: float = 5.0
     dropout: float = 0.3
     tcs_weight: float = 0.1  # lambda; 0 trains without the TCS loss (ablation)
@@ -56,11 +70,18 @@ class TrainConfig:
     face_flip_p: float = 0.5
     face_rotate_deg: float = 5.0
     face_jitter: float = 0.1  # brightness and contrast, +-10 %
+    face_shift: float = 0.0  # crop shift, fraction of the side (camera framing)
+    face_scale: float = 0.0  # crop scale, +- fraction
+    face_blur_p: float = 0.0  # probability of a Gaussian blur (sigma 0.3-1.2 px)
+    face_erase_p: float = 0.0  # probability of random erasing (2-20 % of the area)
     audio_shift_s: float = 0.05
     audio_noise_snr_db: float = 5.0
     audio_noise_p: float = 0.5
     audio_pitch_semitones: float = 1.0
     audio_pitch_p: float = 0.5
+    audio_gain_db: float = 0.0  # random gain +- this many dB (level invariance)
+    spec_freq_mask: int = 0  # SpecAugment: up to this many mel bands masked per clip (two masks)
+    spec_time_mask: int = 0  # SpecAugment: up to this many steps masked per clip (two masks)
     modality_dropout: float = 0.15  # joint stage: probability that a clip loses its faces, and its audio
     # starting weights
     init: str = ""  # a whole checkpoint to start from (fine-tuning, or a warm restart in a later session)
@@ -81,6 +102,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in ("visual", "audio", "joint"):
             raise ConfigError(f"stage must be 'visual', 'audio' or 'joint', not {self.stage!r}")
+        for key, choices in (("optimizer", ("adam", "adamw", "sgd")), ("schedule", ("plateau", "cosine")),
+                             ("class_weight", ("none", "sqrt"))):  # fmt: skip
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {getattr(self, key)!r}")
 
 
 def _coerce(name: str, raw: Any, kind: type) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avemo_edge.audio import FRAMES_PER_STEP, log_mel_slices
+from avemo_edge.audio import FRAMES_PER_STEP, log_mel_slices, normalize_slices, slice_level_dbfs
 from avemo_edge.errors import AvemoError
 
 from . import augment as aug
@@ -72,6 +72,8 @@ class FaceCache:
         self.images = np.load(self.folder / "images.npy")
         self.labels = np.load(self.folder / "labels.npy").astype(np.int64)
         self.splits = np.load(self.folder / "splits.npy")
+        votes = self.folder / "votes.npy"
+        self.votes = np.load(votes).astype(np.float32) if votes.exists() else None
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == self.SPLITS[split])
@@ -98,6 +100,7 @@ class Item:
     audio_mask: torch.Tensor  # (T,) bool
     label: int
     key: str
+    onset: int = 0  # first step of the clip's speech (see speech_onset_step)
 
 
 class ClipDataset(Dataset):
@@ -148,26 +151,35 @@ class ClipDataset(Dataset):
             np.random.default_rng((self.seed, self.epoch, i)) if self.train else np.random.default_rng((self.seed, i))
         )
 
-    def _audio(self, clip: dict, rng: np.random.Generator) -> torch.Tensor:
+    def _audio(self, clip: dict, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """The clip's slices as the runtime's front end gives them (T, 64, 10), and its speech onset step."""
         x = self.cache.waveform(clip)
         c = self.cfg
-        if self.train and c.augment:
+        train = self.train and c.augment
+        if train:
             x = aug.shift(x, c.audio_shift_s, rng)
             if rng.random() < c.audio_pitch_p:
                 x = aug.pitch_shift(x, c.audio_pitch_semitones, rng)
             if rng.random() < c.audio_noise_p:
                 x = aug.add_noise(x, c.audio_noise_snr_db, rng)
-        return log_mel_slices(x)  # the runtime's features: (T, 64, 10)
+            if c.audio_gain_db:
+                x = x * np.float32(10 ** (rng.uniform(-c.audio_gain_db, c.audio_gain_db) / 20))
+        slices = log_mel_slices(x)
+        onset = speech_onset_step(slices)
+        slices = normalize_slices(slices, c.audio_norm_s)
+        if train and (c.spec_freq_mask or c.spec_time_mask):
+            slices = aug.spec_augment(slices, c.spec_freq_mask, c.spec_time_mask, rng)
+        return slices, onset
 
     def _face(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.cfg
         if self.train and c.augment:
-            return aug.augment_face(img, rng, c.face_flip_p, c.face_rotate_deg, c.face_jitter)
+            return augment_face(img, rng, c)
         return img.astype(np.float32) / 255.0
 
     def __getitem__(self, i: int) -> Item:
         clip, rng = self.clips[i], self._rng(i)
-        audio = self._audio(clip, rng) if self.use_audio and clip["audio"] else None
+        audio, onset = self._audio(clip, rng) if self.use_audio and clip["audio"] else (None, 0)
         t = audio.shape[0] if audio is not None else clip["faces"][1]
         faces, fmask = None, torch.zeros(t, dtype=torch.bool)
         if self.faces_from == "clip" and clip["faces"]:
@@ -197,7 +209,8 @@ class ClipDataset(Dataset):
             audio = audio[sl] if audio is not None else None
             faces = faces[sl] if faces is not None else None
             fmask, amask = fmask[sl], amask[sl]
-        return Item(faces, fmask, audio, amask, int(clip["label"]), clip["key"])
+            onset = max(onset - s, 0)
+        return Item(faces, fmask, audio, amask, int(clip["label"]), clip["key"], onset)
 
 
 def collate_clips(items: list[Item]) -> dict:
@@ -220,7 +233,8 @@ def collate_clips(items: list[Item]) -> dict:
             audio[i, :n] = it.audio
     labels = torch.tensor([it.label for it in items])
     return {"faces": faces, "audio": audio, "face_mask": fmask, "audio_mask": amask, "valid": valid,
-            "labels": labels, "keys": [it.key for it in items]}  # fmt: skip
+            "labels": labels, "keys": [it.key for it in items],
+            "onset": torch.tensor([it.onset for it in items])}  # fmt: skip
 
 
 class ImageDataset(Dataset):
@@ -231,23 +245,45 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.idx)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """A face and its label; with `soft_labels` in training, the normalised vote distribution."""
         j = self.idx[i]
         img = self.cache.images[j]
         c = self.cfg
         if self.train and c.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            face = aug.augment_face(img, rng, c.face_flip_p, c.face_rotate_deg, c.face_jitter)
+            face = augment_face(img, np.random.default_rng((self.seed, self.epoch, i)), c)
         else:
             face = img.astype(np.float32) / 255.0
-        return torch.from_numpy(np.ascontiguousarray(face)).float(), int(self.cache.labels[j])
+        face = torch.from_numpy(np.ascontiguousarray(face)).float()
+        if self.train and c.soft_labels:
+            if self.cache.votes is None:
+                raise DataError(f"soft_labels needs crowd votes; {self.cache.folder} has no votes.npy")
+            v = self.cache.votes[j]
+            return face, torch.from_numpy(v / max(float(v.sum()), 1e-6)).float()
+        return face, int(self.cache.labels[j])
 
 
-def mel_statistics(cache: RavdessCache, clips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-band mean and std of the log-mel frames of the training clips (paper 3.1.3)."""
+def augment_face(img: np.ndarray, rng: np.random.Generator, c: TrainConfig) -> np.ndarray:
+    """The recipe's face augmentation, for image and clip datasets alike."""
+    return aug.augment_face(
+        img, rng, c.face_flip_p, c.face_rotate_deg, c.face_jitter, c.face_shift, c.face_scale, c.face_blur_p,
+        c.face_erase_p,
+    )  # fmt: skip
+
+
+def speech_onset_step(slices: torch.Tensor, below_peak_db: float = 20.0) -> int:
+    """First step whose level is within `below_peak_db` of the clip's loudest step (gain-independent)."""
+    if not len(slices):
+        return 0
+    levels = np.array([slice_level_dbfs(s) for s in slices])
+    return int(np.argmax(levels >= levels.max() - below_peak_db))
+
+
+def mel_statistics(cache: RavdessCache, clips: list[dict], norm_s: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band mean and std of the (normalised) log-mel frames of the training clips (paper 3.1.3)."""
     total, sq, n = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0
     for c in clips:
-        s = log_mel_slices(cache.waveform(c))[:, :, -FRAMES_PER_STEP:].double()  # each step's new frames, once
+        s = normalize_slices(log_mel_slices(cache.waveform(c)), norm_s)[:, :, -FRAMES_PER_STEP:].double()
         frames = s.permute(1, 0, 2).reshape(64, -1)
         total += frames.sum(1)
         sq += (frames**2).sum(1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import time
 from dataclasses import asdict
@@ -55,7 +56,8 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: TrainConfig) -> AVEmotionNet:
     dims = ModelDims(
         face_size=cfg.face_size, face_channels=cfg.face_channels, face_stem=cfg.face_stem,
-        bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+        face_width=cfg.face_width, audio_norm_s=cfg.audio_norm_s, bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout,
     )  # fmt: skip
     model = AVEmotionNet(dims)
     if cfg.init:
@@ -93,10 +95,30 @@ def param_groups(model: AVEmotionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     ]
 
 
-def clip_forward(model: AVEmotionNet, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return tuple(v.to(device) for v in batch)
+
+
+def _ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """Cross-entropy on class indices or on distributions (soft labels), weighted per class."""
+    if target.is_floating_point():  # (N, K) distributions: weight each sample by its target's class weight
+        logp = logits.log_softmax(-1)
+        if smoothing:
+            target = target * (1 - smoothing) + smoothing / target.shape[-1]
+        loss = -(target * logp).sum(-1)
+        w = target @ weight if weight is not None else torch.ones_like(loss)
+        return (loss * w).sum() / w.sum()
+    return F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing)
+
+
+def clip_forward(
+    model: AVEmotionNet, batch: dict, cfg: TrainConfig, weight: torch.Tensor | None = None, train: bool = True
+) -> dict[str, torch.Tensor]:
     valid = batch["valid"]
     fmask, amask = batch["face_mask"] & valid, batch["audio_mask"] & valid
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with torch.autocast(valid.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         logits, alpha, beta, _ = model(batch["faces"], batch["audio"], fmask, amask)
     logits = logits.float()
     active = valid & (fmask | amask)  # a step with neither modality teaches nothing
@@ -104,19 +126,26 @@ def clip_forward(model: AVEmotionNet, batch: dict, cfg: TrainConfig) -> dict[str
     tcs = tcs_loss(logits.softmax(-1), active)
     last = active.cumsum(1).argmax(1)  # index of the last active step
     last_logits = logits[torch.arange(len(last)), last]
-    ce = cfg.step_ce_weight * F.cross_entropy(logits[active], labels[active])
+    taught = active
+    if cfg.ce_from_onset:
+        steps = torch.arange(active.shape[1], device=active.device)[None]
+        taught = active & ((steps >= batch["onset"][:, None]) | ~amask)
+    smoothing = cfg.label_smoothing if train else 0.0
+    ce = cfg.step_ce_weight * _ce(logits[taught], labels[taught], weight, smoothing)
     if cfg.clip_ce_weight:
-        ce = ce + cfg.clip_ce_weight * F.cross_entropy(last_logits, batch["labels"])
+        ce = ce + cfg.clip_ce_weight * _ce(last_logits, batch["labels"], weight, smoothing)
     return {"loss": ce + cfg.tcs_weight * tcs, "ce": ce, "tcs": tcs, "logits": logits, "active": active,
             "last_logits": last_logits, "alpha": alpha, "beta": beta}  # fmt: skip
 
 
-def image_forward(model: AVEmotionNet, batch: tuple, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def image_forward(
+    model: AVEmotionNet, batch: tuple, cfg: TrainConfig, weight: torch.Tensor | None = None, train: bool = True
+) -> dict[str, torch.Tensor]:
     faces, labels = batch
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with torch.autocast(faces.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         logits, *_ = model(faces[:, None], None)
     logits = logits[:, 0].float()
-    ce = F.cross_entropy(logits, labels)
+    ce = _ce(logits, labels, weight, cfg.label_smoothing if train else 0.0)
     return {"loss": ce, "ce": ce, "tcs": torch.zeros(()), "last_logits": logits}
 
 
@@ -128,6 +157,9 @@ class Run:
         self.out = Path(cfg.out)
         self.notes: list[str] = list(cfg.notes)
         cache = Path(cfg.cache)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise TrainError(f"device {cfg.device!r} was asked for but torch sees no CUDA device")
+        self.device = torch.device(cfg.device)
         self.model = build_model(cfg)
         gen = torch.Generator().manual_seed(cfg.seed)
         if cfg.stage == "visual":
@@ -138,6 +170,7 @@ class Run:
             bs, collate = cfg.visual_batch_size, None
             self.forward = image_forward
             self.data_desc = f"{faces.index.get('source', cache / 'faces')} ({faces.index['format']})"
+            train_labels = faces.labels[self.train_set.idx]
         else:
             rav = RavdessCache(cache / "ravdess")
             need = "audio" if cfg.stage == "audio" else "any"
@@ -153,7 +186,7 @@ class Run:
                     parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
                     self.notes.append(PAIRS_NOTE)
             if not (cfg.init_audio or cfg.init):
-                mean, std = mel_statistics(rav, [c for c in parts["train"] if c["audio"]])
+                mean, std = mel_statistics(rav, [c for c in parts["train"] if c["audio"]], cfg.audio_norm_s)
                 self.model.audio.mel_mean.copy_(mean)
                 self.model.audio.mel_std.copy_(std)
             kw = {"faces_from": faces_from, "face_cache": face_cache, "use_audio": True}
@@ -162,12 +195,35 @@ class Run:
             bs, collate = cfg.batch_size, collate_clips
             self.forward = clip_forward
             self.data_desc = f"RAVDESS {cfg.split} split, {len(parts['train'])}/{len(parts['val'])} train/val clips"
+            train_labels = np.array([c["label"] for c in parts["train"]])
+        self.weight = None
+        if cfg.class_weight == "sqrt":
+            freq = np.bincount(train_labels, minlength=self.model.dims.n_classes).astype(np.float64)
+            w = 1.0 / np.sqrt(np.maximum(freq, 1.0))
+            self.weight = torch.tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=self.device)
+        self.model.to(self.device)
         self.train_loader = DataLoader(self.train_set, bs, shuffle=True, collate_fn=collate, generator=gen)
         self.val_loader = DataLoader(self.val_set, bs, shuffle=False, collate_fn=collate)
-        self.opt = torch.optim.Adam(param_groups(self.model, cfg))
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
-        )
+        groups = param_groups(self.model, cfg)
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(groups, momentum=0.9, nesterov=True)
+        else:
+            self.opt = (torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam)(groups)
+        if cfg.schedule == "cosine":  # stepped every batch
+            per_epoch = min(cfg.limit_batches or len(self.train_loader), len(self.train_loader))
+            total, warm = max(cfg.max_epochs * per_epoch, 1), cfg.warmup_epochs * per_epoch
+            floor = cfg.min_lr / cfg.lr
+
+            def factor(i: int) -> float:
+                if i < warm:
+                    return (i + 1) / warm
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min((i - warm) / max(total - warm, 1), 1.0)))
+
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
+        else:
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+            )
         self.epoch, self.best, self.bad_epochs, self.log = 0, float("inf"), 0, []
 
     # --- state on disk ----------------------------------------------------------------------
@@ -228,11 +284,13 @@ class Run:
         for i, batch in enumerate(self.train_loader):
             if self.cfg.limit_batches and i >= self.cfg.limit_batches:
                 break
-            out = self.forward(self.model, batch, self.cfg)
+            out = self.forward(self.model, to_device(batch, self.device), self.cfg, self.weight)
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
+            if self.cfg.schedule == "cosine":
+                self.sched.step()
             for k in sums:
                 sums[k] += out[k].item()
             n += 1
@@ -246,7 +304,8 @@ class Run:
         for i, batch in enumerate(self.val_loader):
             if self.cfg.limit_batches and i >= self.cfg.limit_batches:
                 break
-            out = self.forward(self.model, batch, self.cfg)
+            batch = to_device(batch, self.device)
+            out = self.forward(self.model, batch, self.cfg, None, train=False)
             labels = batch["labels"] if isinstance(batch, dict) else batch[1]
             correct += int((out["last_logits"].argmax(-1) == labels).sum())
             count += len(labels)
@@ -270,7 +329,8 @@ class Run:
             tr = self.train_epoch(progress)
             va = self.validate()
             self.epoch += 1
-            self.sched.step(va["loss"])
+            if self.cfg.schedule == "plateau":
+                self.sched.step(va["loss"])
             improved = va["loss"] < self.best - 1e-6
             if improved:
                 self.best, self.bad_epochs = va["loss"], 0
