@@ -172,6 +172,64 @@ def test_streaming_recognizer_runs_unchanged_on_onnxruntime(exported, stream):
         create_backend("onnxruntime", out / "onnx", provider="gpu")
 
 
+def test_provider_failure_at_run_time_is_one_sentence_not_a_cpu_fallback(exported, stream, capfd):
+    """onnxruntime's own fallback would print to stdout, move the session to the CPU and retry."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    from avemo_edge.errors import BackendError
+
+    _, out, *_ = exported
+    backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    session = backend.sessions["fusion_head"]  # runs on every step
+    calls = []
+
+    real = session._sess
+
+    class BrokenProvider:  # wraps the C++ session: its provider fails mid-stream
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, *args):
+            calls.append("run")
+            raise EPFail("CUDA failure 700: an illegal memory access was encountered")
+
+    session._sess = BrokenProvider()
+    session.set_providers = lambda *a, **k: calls.append("set_providers")  # what the fallback would call
+    capfd.readouterr()
+    with pytest.raises(BackendError) as caught:
+        backend.step(stream.faces[0], stream.audio[0], backend.init_state())
+    message = str(caught.value)
+    assert message == (
+        "onnxruntime's CPUExecutionProvider failed running graph fusion_head (CUDA failure 700: an illegal memory "
+        "access was encountered); it does not fall back to the CPU, so restart the backend or choose provider='cpu'"
+    )
+    assert "\n" not in message and calls == ["run"]  # no retry, no switch of providers
+    assert capfd.readouterr().out == ""
+    session._sess = real
+
+
+def test_construction_fallback_prints_nothing_to_stdout(exported, monkeypatch, capfd, caplog):
+    """A provider that raises while a session is made: onnxruntime print()s and retries on the CPU."""
+    _, out, *_ = exported
+    create = ort.InferenceSession._create_inference_session
+    failed = []
+
+    def first_fails(self, providers, *args, **kwargs):
+        if not failed:
+            failed.append(providers)
+            self._fallback_providers = ["CPUExecutionProvider"]  # set by onnxruntime before a provider starts
+            raise RuntimeError("provider library libcublasLt.so.12 not found")
+        return create(self, providers, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "_create_inference_session", first_fails)
+    capfd.readouterr()
+    with caplog.at_level("WARNING", logger="avemo_edge"):
+        backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    assert failed and capfd.readouterr().out == ""
+    assert any("libcublasLt.so.12" in r.getMessage() for r in caplog.records)
+    assert backend.provider == "CPUExecutionProvider"
+
+
 def test_tampered_or_missing_graph_is_refused(exported, tmp_path):
     _, out, *_ = exported
     bad = tmp_path / "onnx"
