@@ -22,7 +22,7 @@ ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs o
 
 from avemo_edge.backends import TorchBackend, create_backend  # noqa: E402
 from avemo_edge.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from avemo_edge.errors import ExportedModelError, ExportError  # noqa: E402
+from avemo_edge.errors import AvemoError, ExportedModelError, ExportError  # noqa: E402
 from avemo_edge.manifest import GRAPHS, METADATA_KEY, sha256_file  # noqa: E402
 from avemo_edge.model import AVEmotionNet, ModelDims  # noqa: E402
 from avemo_edge.recognizer import StreamingRecognizer  # noqa: E402
@@ -294,10 +294,84 @@ def test_bad_format_is_one_sentence_and_exit_2(exported, tmp_path):
 def test_tensorrt_format_without_tensorrt_is_refused_with_a_sentence():
     import importlib.util
 
-    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
-        pytest.skip("tensorrt and pycuda are installed here")
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("tensorrt is installed here")
     with pytest.raises(ExportError, match="needs the Python package"):
         parse_formats("tensorrt-fp16")
+
+
+def test_tensorrt_backend_imports_without_tensorrt_and_refuses_with_a_sentence(exported, monkeypatch):
+    import avemo_edge.trt_backend as trt_backend  # imports: tensorrt and cuda-python load in the constructor
+
+    _, out, *_ = exported
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as where TensorRT is not installed
+    with pytest.raises(AvemoError) as caught:
+        trt_backend.TensorRTBackend(out / "onnx")
+    message = str(caught.value)
+    assert message.startswith("the tensorrt backend needs TensorRT's Python bindings, which do not import here")
+    assert "\n" not in message and caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_cuda_python_missing_is_one_sentence(monkeypatch):
+    from avemo_edge import cudart
+
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    with pytest.raises(
+        ExportError, match=r"needs cuda-python's CUDA runtime bindings .*pip install 'cuda-python>=12.6'"
+    ):
+        cudart.load(ExportError)
+
+
+def test_cuda_errors_become_a_sentence_naming_the_call():
+    from types import SimpleNamespace
+
+    from avemo_edge import cudart
+
+    class Err(int):
+        pass
+
+    success, no_device = Err(0), Err(100)
+    fake = SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=success),
+        cudaGetErrorName=lambda e: (success, b"cudaErrorNoDevice"),
+    )
+    assert cudart.call(fake, (success, 1234), "cudaMalloc") == 1234
+    assert cudart.call(fake, (success,), "cudaFree") is None
+    with pytest.raises(AvemoError, match="^CUDA call cudaMalloc failed with cudaErrorNoDevice$"):
+        cudart.call(fake, (no_device, None), "cudaMalloc")
+
+
+def test_tensorrt_networks_are_strongly_typed_from_10_on():
+    from enum import IntEnum
+    from types import SimpleNamespace
+
+    from export.trt_build import network_flags
+
+    class Flags8(IntEnum):
+        EXPLICIT_BATCH = 0
+
+    class Flags10(IntEnum):
+        EXPLICIT_BATCH = 0
+        STRONGLY_TYPED = 3
+
+    class Flags11(IntEnum):
+        STRONGLY_TYPED = 1
+
+    def trt(version, flags):
+        return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flags)
+
+    assert network_flags(trt("8.5.2.2", Flags8)) == (1, False)  # JetPack 5: weak typing, BuilderFlag.FP16
+    assert network_flags(trt("10.3.0", Flags10)) == (1 << 3, True)
+    assert network_flags(trt("11.4.1", Flags11)) == (1 << 1, True)
+    assert network_flags(trt("11.4.1", IntEnum("Empty", {"OTHER": 7}))) == (0, True)  # only mode on 11
+    with pytest.raises(ExportError, match="TensorRT 10.0.0 has no strongly typed networks"):
+        network_flags(trt("10.0.0", Flags8))
+
+
+def test_fp16_engines_are_made_from_the_fp16_onnx():
+    assert BY_NAME["tensorrt-fp16"].source == "onnx-fp16" and BY_NAME["tensorrt"].source == "onnx"
+    assert "cuda.bindings" in BY_NAME["tensorrt-fp16"].needs and "pycuda" not in BY_NAME["tensorrt-fp16"].needs
 
 
 def test_fp16_conversion_refuses_what_it_cannot_convert():
@@ -339,14 +413,14 @@ def test_synthetic_stream_when_the_data_folder_is_absent(tmp_path):
 
 def test_tensorrt_engines_match_torch(exported, stream, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (JetPack or the tensorrt wheel has it)")
-    pytest.importorskip("pycuda.driver", reason="pycuda is not installed here (see docs/EXPORT.md)")
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed here (see docs/EXPORT.md)")
     from export.trt_build import export_engines
 
     ckpt, out, *_ = exported
-    source = json.loads((out / "onnx" / "manifest.json").read_text())
     formats = [BY_NAME["tensorrt"], BY_NAME["tensorrt-fp16"]]
-    for fmt in formats:
-        export_engines(out / "onnx", source, tmp_path / fmt.name, fmt, print, max_batch=4)
+    for fmt in formats:  # tensorrt from onnx, tensorrt-fp16 (strongly typed) from onnx-fp16
+        source = json.loads((out / fmt.source / "manifest.json").read_text())
+        export_engines(out / fmt.source, source, tmp_path / fmt.name, fmt, print, max_batch=4)
     result = verify_exports(load_checkpoint(ckpt), tmp_path, formats, print, stream=stream)
     assert result.ok, result.lines()
     engine = tmp_path / "tensorrt" / "audio_step.engine"
