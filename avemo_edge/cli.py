@@ -191,7 +191,11 @@ def export_cmd(
         None, "--data", help="folder with ravdess_speech_16k/ and ferplus/ (default: ../shared/data beside the clone)"
     ),
     max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the TensorRT optimization profiles"),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+    opset: int = typer.Option(
+        18,
+        "--opset",
+        help="ONNX opset: 17 (default) uses the TorchScript exporter; 18+ torch's dynamo exporter (needs onnxscript)",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX / TensorRT formats, optionally checking each against torch."""
     from export.exporter import export_checkpoint

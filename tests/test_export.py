@@ -80,6 +80,7 @@ def test_three_graphs_pass_the_checker_and_describe_themselves(exported):
     for fmt in ("onnx", "onnx-fp16"):
         manifest = json.loads((out / fmt / "manifest.json").read_text())
         assert manifest["source_checkpoint"]["sha256"] == sha and manifest["opset"] == 17
+        assert manifest["versions"]["exporter"] == "torchscript"
         assert manifest["classes"][0] == "neutral" and manifest["preprocessing"]["audio"]["hop_length"] == 320
         assert manifest["precision"] == ("fp32" if fmt == "onnx" else "fp16")
         for graph, io in GRAPHS.items():
@@ -96,6 +97,9 @@ def test_three_graphs_pass_the_checker_and_describe_themselves(exported):
             meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
             assert meta["graph"] == graph and meta["source_checkpoint"]["sha256"] == sha
             assert meta["inputs"] == entry["inputs"]
+    # the LSTM is native ONNX LSTM nodes, one per layer (onnxruntime and TensorRT run them as such)
+    ops = [n.op_type for n in onnx.load(str(out / "onnx" / "audio_step.onnx")).graph.node]
+    assert ops.count("LSTM") == DIMS.lstm_layers and "Loop" not in ops and "Scan" not in ops
     audio = json.loads((out / "onnx" / "manifest.json").read_text())["graphs"]["audio_step"]
     assert audio["inputs"][1]["shape"] == [2, "batch", 128] and audio["inputs"][0]["shape"] == ["batch", 64, 10]
     fp16 = onnx.load(str(out / "onnx-fp16" / "visual_encoder.onnx"))
@@ -228,6 +232,25 @@ def test_construction_fallback_prints_nothing_to_stdout(exported, monkeypatch, c
     assert failed and capfd.readouterr().out == ""
     assert any("libcublasLt.so.12" in r.getMessage() for r in caplog.records)
     assert backend.provider == "CPUExecutionProvider"
+
+
+def test_dynamo_exporter_keeps_a_native_lstm_and_matches_torch():
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    from export.onnx_export import exporter_for, graph_modules, to_onnx
+
+    assert exporter_for(18) == "dynamo" and exporter_for(17) == "torchscript"
+    module, args, axes = graph_modules(spread_model())["audio_step"]
+    proto = to_onnx(module, args, "audio_step", axes, 18)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("LSTM") == args[1].shape[0] and "Loop" not in ops and "Scan" not in ops  # one per layer
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    mel, h, c = (a.numpy() for a in args)
+    feeds = {"mel": mel[:1], "h_in": h[:, :1], "c_in": c[:, :1]}  # batch 1, not the traced 2: batch stays dynamic
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(feeds[k]) for k in ("mel", "h_in", "c_in")))
+    for got, want in zip(session.run(None, feeds), ref, strict=True):
+        assert np.abs(got - want.numpy()).max() <= 1e-4
 
 
 def test_tampered_or_missing_graph_is_refused(exported, tmp_path):
