@@ -192,7 +192,7 @@ def export_cmd(
     ),
     max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the TensorRT optimization profiles"),
     opset: int = typer.Option(
-        18,
+        17,
         "--opset",
         help="ONNX opset: 17 (default) uses the TorchScript exporter; 18+ torch's dynamo exporter (needs onnxscript)",
     ),
