@@ -91,7 +91,7 @@ def _onnxruntime(model_path: str | Path, **options: Any) -> Backend:
 
 
 def _tensorrt(model_path: str | Path, **options: Any) -> Backend:
-    from .trt_backend import TensorRTBackend  # imports tensorrt and pycuda in its constructor
+    from .trt_backend import TensorRTBackend  # imports tensorrt and cuda-python in its constructor
 
     return TensorRTBackend(model_path, **options)
 

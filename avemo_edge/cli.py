@@ -1,7 +1,9 @@
 """The `avemo-edge` command. Thin: each subcommand parses, calls one library function, prints.
 
 Only this module picks exit codes: 0 success, 1 a check failed, 2 a user error (printed as one
-sentence, no traceback).
+sentence, no traceback), 3 a backend that failed while running (`BackendError`, one sentence too:
+a GPU provider that broke; not a user error, so systemd's `Restart=on-failure` restarts the
+service, where status 2 is excluded by `RestartPreventExitStatus=2`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AvemoError
+from .errors import AvemoError, BackendError
 
 app = typer.Typer(help="Real-time audio-visual emotion recognition for edge devices.", no_args_is_help=True)
 console = Console(width=max(100, Console().width))
@@ -189,7 +191,11 @@ def export_cmd(
         None, "--data", help="folder with ravdess_speech_16k/ and ferplus/ (default: ../shared/data beside the clone)"
     ),
     max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the TensorRT optimization profiles"),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+    opset: int = typer.Option(
+        17,
+        "--opset",
+        help="ONNX opset: 17 (default) uses the TorchScript exporter; 18+ torch's dynamo exporter (needs onnxscript)",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX / TensorRT formats, optionally checking each against torch."""
     from export.exporter import export_checkpoint
@@ -289,7 +295,7 @@ def main() -> None:
         from rich.markup import escape
 
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
-        raise SystemExit(2) from None
+        raise SystemExit(3 if isinstance(e, BackendError) else 2) from None
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def report() -> list[tuple[str, str, str]]:
     rows.append(("python", platform.python_version(), platform.platform()))
     rows.append(("cpu", f"{os.cpu_count()} cores", cpu_name()))
     for dist in ("avemo-edge", "torch", "numpy", "opencv-python", "av", "typer", "onnx", "onnxruntime",
-                 "onnxruntime-gpu", "tensorrt", "pycuda", "pyaudio", "paho-mqtt"):  # fmt: skip
+                 "onnxruntime-gpu", "tensorrt", "cuda-python", "pyaudio", "paho-mqtt"):  # fmt: skip
         v = _version(dist)
         rows.append((dist, v or "not installed", ""))
 
@@ -63,7 +63,7 @@ def report() -> list[tuple[str, str, str]]:
     else:
         rows.append(("backend onnxruntime", "unavailable", why))
     trt, why = _try_import("tensorrt")
-    cuda, why_cuda = _try_import("pycuda.driver")
+    cuda, why_cuda = _try_import("cuda.bindings.runtime")
     if trt is not None and cuda is not None:
         rows.append(("backend tensorrt", "ok", f"TensorRT {trt.__version__}"))
     else:

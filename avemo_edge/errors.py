@@ -18,3 +18,7 @@ class ExportError(AvemoError):
 
 class ExportedModelError(AvemoError):
     """Exported graphs or engines with their manifest that are missing, altered, or do not fit this runtime."""
+
+
+class BackendError(AvemoError):
+    """An inference backend that failed while running (a GPU execution provider that broke mid-stream)."""

@@ -8,21 +8,35 @@ cannot start (a missing CUDA library, say); this backend refuses instead, so tha
 measured "on CUDA" never comes from the CPU. The CPU provider is always listed last so that a
 node a GPU provider does not support still runs.
 
+onnxruntime also falls back at run time: when an execution provider fails inside
+`session.run()` (`EPFail`), it prints to stdout, switches the session to the CPU and retries.
+Every session here has `disable_fallback()` called, so such a failure raises instead, and
+`_run` turns it into one `BackendError` sentence (the daemon logs it and restarts the backend).
+stdout may carry the JSON-lines stream, so onnxruntime must never print there: its C++ log goes
+to stderr at warning severity and above (`log_severity_level`), and the Python `print`s of its
+construction-time fallback are caught and sent to `logging` instead.
+
 Inputs and outputs are float32 for every format (the fp16 export casts inside the graph).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import AvemoError
+from .errors import AvemoError, BackendError
 from .graph_backend import GraphBackend
 from .manifest import GRAPHS, load_export
 
+log = logging.getLogger("avemo_edge")
+
+ORT_LOG_WARNING = 2  # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
@@ -60,7 +74,9 @@ class OnnxRuntimeBackend(GraphBackend):
         else:
             candidates = [provider]
 
+        ort.set_default_logger_severity(ORT_LOG_WARNING)
         options = ort.SessionOptions()
+        options.log_severity_level = ORT_LOG_WARNING
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
@@ -106,16 +122,35 @@ class OnnxRuntimeBackend(GraphBackend):
         # onnxruntime 1.32; microsoft/onnxruntime#28392); it only rewrites CPU convolutions, so it is
         # turned off for fp16 exports only.
         disabled = ["NchwcTransformer"] if self.exported.manifest.get("precision") == "fp16" else []
-        return {
-            g: ort.InferenceSession(
-                str(self.exported.path(g)), options, providers=providers, disabled_optimizers=disabled
-            )
-            for g in GRAPHS
-        }
+        sessions = {}
+        for g in GRAPHS:
+            printed = io.StringIO()
+            # A provider that raises while the session is made is retried on the CPU with a print();
+            # that print is kept off stdout, and the provider check in __init__ refuses the result.
+            with contextlib.redirect_stdout(printed):
+                session = ort.InferenceSession(
+                    str(self.exported.path(g)), options, providers=providers, disabled_optimizers=disabled
+                )
+            for line in printed.getvalue().splitlines():
+                if line.strip("* "):
+                    log.warning("onnxruntime (%s): %s", g, line)
+            session.disable_fallback()  # a provider failure in run() raises instead of moving to the CPU
+            sessions[g] = session
+        return sessions
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
         names = self._outputs[graph]
-        return dict(zip(names, self.sessions[graph].run(names, feeds), strict=True))
+        try:
+            outputs = self.sessions[graph].run(names, feeds)
+        except EPFail as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(
+                f"onnxruntime's {self.provider} failed running graph {graph} ({first}); it does not fall back to "
+                "the CPU, so restart the backend or choose provider='cpu'"
+            ) from e
+        return dict(zip(names, outputs, strict=True))
 
     def describe(self) -> str:
         return f"onnxruntime {self.exported.export_format} on {self.provider}"

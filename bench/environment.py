@@ -26,7 +26,7 @@ LIBRARIES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "tensorrt",
-    "pycuda",
+    "cuda-python",
 )
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_AFFINITY", "ONEDNN_MAX_CPU_ISA")
 

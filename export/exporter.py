@@ -77,7 +77,7 @@ def export_checkpoint(
         elif fmt.backend == "tensorrt":
             from .trt_build import export_engines
 
-            made[fmt.name], recs = export_engines(onnx_dir, made["onnx"], dst, fmt, log, max_batch)
+            made[fmt.name], recs = export_engines(out_dir / fmt.source, made[fmt.source], dst, fmt, log, max_batch)
         else:
             raise ExportError(f"format {fmt.name} has no export stage")
         records += recs

@@ -51,11 +51,11 @@ FORMATS: tuple[ExportFormat, ...] = (
     ),
     ExportFormat(
         "tensorrt", "TensorRT engines, fp32 (TF32 off)", "fp32", ".engine", "tensorrt", "onnx",
-        ("tensorrt", "pycuda"), "the GPU and TensorRT version that built them", 1e-4, None,
+        ("tensorrt", "cuda.bindings"), "the GPU and TensorRT version that built them", 1e-4, None,
     ),
     ExportFormat(
-        "tensorrt-fp16", "TensorRT engines, FP16", "fp16", ".engine", "tensorrt", "onnx", ("tensorrt", "pycuda"),
-        "the GPU and TensorRT version that built them", 1e-2, 0.99,
+        "tensorrt-fp16", "TensorRT engines, FP16 (strongly typed from onnx-fp16)", "fp16", ".engine", "tensorrt",
+        "onnx-fp16", ("tensorrt", "cuda.bindings"), "the GPU and TensorRT version that built them", 1e-2, 0.99,
     ),
 )  # fmt: skip
 
@@ -72,11 +72,13 @@ def parse_formats(text: str) -> list[ExportFormat]:
             raise ExportError(f"unknown export format {n!r}; choose from {', '.join(BY_NAME)}")
     wanted = set(names)
     for n in names:
-        if BY_NAME[n].source:
-            wanted.add(BY_NAME[n].source)
+        source = BY_NAME[n].source
+        while source:  # tensorrt-fp16 <- onnx-fp16 <- onnx
+            wanted.add(source)
+            source = BY_NAME[source].source
     chosen = [f for f in FORMATS if f.name in wanted]
     for f in chosen:
-        missing = [m for m in f.needs if importlib.util.find_spec(m) is None]
+        missing = [m for m in f.needs if not _importable(m)]
         if missing:
             raise ExportError(
                 f"export format {f.name!r} needs the Python package(s) {', '.join(missing)}, which are not "
@@ -85,9 +87,17 @@ def parse_formats(text: str) -> list[ExportFormat]:
     return chosen
 
 
+def _importable(module: str) -> bool:
+    """find_spec, without its ModuleNotFoundError for a dotted name whose parent is missing (cuda.bindings)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _install_hint(f: ExportFormat) -> str:
     if f.backend == "tensorrt":
-        return "build TensorRT engines on the device that runs them, with JetPack's TensorRT or the tensorrt wheel and pycuda (docs/EXPORT.md)"  # noqa: E501
+        return "build TensorRT engines on the device that runs them, with JetPack's TensorRT or the tensorrt wheel and cuda-python (docs/EXPORT.md)"  # noqa: E501
     return "install avemo-edge[onnx] (docs/EXPORT.md)"
 
 

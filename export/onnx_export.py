@@ -13,9 +13,12 @@ Each wrapper calls the model's own modules, so the graphs compute what `AVEmotio
 `audio_step` is `AudioEncoder.forward` on a one-step sequence, per-band normalisation buffers
 (`mel_mean`, `mel_std`) included. The batch dimension is dynamic everywhere.
 
-The exporter is torch's TorchScript-based one (`dynamo=False`): the newer torch.export-based one
-needs onnxscript, which is not a dependency here, and the TorchScript one turns `nn.LSTM` with
-explicit (h, c) inputs into ONNX `LSTM` nodes that onnxruntime and TensorRT both run natively.
+Two exporters. At opset 18 and later (`--opset 18`), where onnxscript is installed, torch's
+torch.export-based one (`torch.onnx.export(..., dynamo=True, dynamic_shapes=...)`): it keeps
+`nn.LSTM` with explicit (h, c) inputs as one native ONNX `LSTM` node (tests/test_export.py
+checks it). At opset 17 and below, the default (TensorRT 8.5, JetPack 5, reads up to 17), or
+without onnxscript, the TorchScript-based one (`dynamo=False`), which also emits a native `LSTM`.
+The manifest records which exporter made the graphs.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ from avemo_edge.model import AudioEncoder, AVEmotionNet, FusionHead
 from .common import FileRecord, Log, base_manifest, describe_io, log_io, save_onnx
 from .formats import BY_NAME
 
-OPSET = 17  # TensorRT 8.5 (JetPack 5) and 10.x (JetPack 6, desktop) and onnxruntime >= 1.13 all read it
+# The default stays 17 with the TorchScript exporter (JetPack 5's TensorRT 8.5 reads it, and its
+# streaming parity is the one verified in CI); `--opset 18` or later takes the dynamo exporter.
+OPSET = 17
+TORCHSCRIPT_MAX_OPSET = 17  # TensorRT 8.5 (JetPack 5) reads up to 17: `--opset 17` takes the TorchScript exporter
 TRACE_BATCH = 2  # trace with a batch > 1 so that nothing gets specialised to batch 1
 
 
@@ -92,8 +98,39 @@ def graph_modules(model: AVEmotionNet) -> dict[str, tuple[nn.Module, tuple[torch
     }
 
 
-def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int) -> Any:
-    """Trace one module to an in-memory ONNX ModelProto with the contract's tensor names."""
+def exporter_for(opset: int) -> str:
+    """'dynamo' (torch.export-based, opset >= 18, needs onnxscript) or 'torchscript'."""
+    import importlib.util
+
+    if opset > TORCHSCRIPT_MAX_OPSET and importlib.util.find_spec("onnxscript") is not None:
+        return "dynamo"
+    return "torchscript"
+
+
+def _dynamo_export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int
+) -> Any:
+    io_names = GRAPHS[graph]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = tuple({axis: batch for axis in axes.get(name, {})} or None for name in io_names.inputs)
+    with warnings.catch_warnings():
+        # nn.LSTM's flattened weights are re-assigned while torch.export traces; they are parameters
+        # of the exported module all the same (parity in tests/test_export.py).
+        warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        program = torch.onnx.export(
+            module.eval(), args, dynamo=True, dynamic_shapes=shapes, input_names=list(io_names.inputs),
+            output_names=list(io_names.outputs), opset_version=opset, optimize=True, verbose=False,
+        )  # fmt: skip
+    if program is None:
+        raise ExportError(f"torch's dynamo ONNX exporter returned nothing for the {graph} graph")
+    return program.model_proto
+
+
+def _torchscript_export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int
+) -> Any:
     import onnx
 
     io_names = GRAPHS[graph]
@@ -114,17 +151,29 @@ def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes:
             module.eval(), args, buf, input_names=list(io_names.inputs), output_names=list(io_names.outputs),
             dynamic_axes=axes, opset_version=opset, do_constant_folding=True, **kwargs,
         )  # fmt: skip
-    model = onnx.load_from_string(buf.getvalue())
-    # The tracer leaves some static output dims symbolic (the L2 norm's Expand gives visual_emb a
-    # dim named 'Divvisual_emb_dim_1'); write the traced sizes in, keeping only 'batch' dynamic.
+    return onnx.load_from_string(buf.getvalue())
+
+
+def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int) -> Any:
+    """Export one module to an in-memory ONNX ModelProto with the contract's tensor names."""
+    io_names = GRAPHS[graph]
+    if exporter_for(opset) == "dynamo":
+        model = _dynamo_export(module, args, graph, axes, opset)
+    else:
+        model = _torchscript_export(module, args, graph, axes, opset)
+    # Either exporter can leave static dims symbolic (the TorchScript tracer names the L2 norm's
+    # Expand 'Divvisual_emb_dim_1'); write the traced sizes in, and name every dynamic dim 'batch'.
     with torch.no_grad():
         outputs = module(*args)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    for value, out in zip(model.graph.output, outputs, strict=True):
-        for i, (dim, size) in enumerate(zip(value.type.tensor_type.shape.dim, out.shape, strict=True)):
-            if axes.get(value.name, {}).get(i) != "batch":
+    for values, tensors in ((model.graph.input, args), (model.graph.output, outputs)):
+        for value, tensor in zip(values, tensors, strict=True):
+            for i, (dim, size) in enumerate(zip(value.type.tensor_type.shape.dim, tensor.shape, strict=True)):
                 dim.Clear()
-                dim.dim_value = int(size)
+                if axes.get(value.name, {}).get(i) == "batch":
+                    dim.dim_param = "batch"
+                else:
+                    dim.dim_value = int(size)
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]
     if got_in != list(io_names.inputs) or got_out != list(io_names.outputs):
@@ -141,7 +190,14 @@ def export_onnx(
     fmt = BY_NAME["onnx"]
     out_dir.mkdir(parents=True, exist_ok=True)
     model = ckpt.build("cpu")
-    manifest = base_manifest(ckpt, fmt, opset, {"torch": torch.__version__, "onnx": onnx.__version__})
+    exporter = exporter_for(opset)
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "exporter": exporter}
+    if exporter == "dynamo":
+        import onnxscript
+
+        versions["onnxscript"] = onnxscript.__version__
+    manifest = base_manifest(ckpt, fmt, opset, versions)
+    log(f"onnx           torch {torch.__version__}, {exporter} exporter, opset {opset}")
     records = []
     for graph, (module, args, axes) in graph_modules(model).items():
         t0 = time.perf_counter()

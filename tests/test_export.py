@@ -22,7 +22,7 @@ ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs o
 
 from avemo_edge.backends import TorchBackend, create_backend  # noqa: E402
 from avemo_edge.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from avemo_edge.errors import ExportedModelError, ExportError  # noqa: E402
+from avemo_edge.errors import AvemoError, ExportedModelError, ExportError  # noqa: E402
 from avemo_edge.manifest import GRAPHS, METADATA_KEY, sha256_file  # noqa: E402
 from avemo_edge.model import AVEmotionNet, ModelDims  # noqa: E402
 from avemo_edge.recognizer import StreamingRecognizer  # noqa: E402
@@ -80,6 +80,7 @@ def test_three_graphs_pass_the_checker_and_describe_themselves(exported):
     for fmt in ("onnx", "onnx-fp16"):
         manifest = json.loads((out / fmt / "manifest.json").read_text())
         assert manifest["source_checkpoint"]["sha256"] == sha and manifest["opset"] == 17
+        assert manifest["versions"]["exporter"] == "torchscript"
         assert manifest["classes"][0] == "neutral" and manifest["preprocessing"]["audio"]["hop_length"] == 320
         assert manifest["precision"] == ("fp32" if fmt == "onnx" else "fp16")
         for graph, io in GRAPHS.items():
@@ -96,6 +97,9 @@ def test_three_graphs_pass_the_checker_and_describe_themselves(exported):
             meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
             assert meta["graph"] == graph and meta["source_checkpoint"]["sha256"] == sha
             assert meta["inputs"] == entry["inputs"]
+    # the LSTM is native ONNX LSTM nodes, one per layer (onnxruntime and TensorRT run them as such)
+    ops = [n.op_type for n in onnx.load(str(out / "onnx" / "audio_step.onnx")).graph.node]
+    assert ops.count("LSTM") == DIMS.lstm_layers and "Loop" not in ops and "Scan" not in ops
     audio = json.loads((out / "onnx" / "manifest.json").read_text())["graphs"]["audio_step"]
     assert audio["inputs"][1]["shape"] == [2, "batch", 128] and audio["inputs"][0]["shape"] == ["batch", 64, 10]
     fp16 = onnx.load(str(out / "onnx-fp16" / "visual_encoder.onnx"))
@@ -172,6 +176,83 @@ def test_streaming_recognizer_runs_unchanged_on_onnxruntime(exported, stream):
         create_backend("onnxruntime", out / "onnx", provider="gpu")
 
 
+def test_provider_failure_at_run_time_is_one_sentence_not_a_cpu_fallback(exported, stream, capfd):
+    """onnxruntime's own fallback would print to stdout, move the session to the CPU and retry."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    from avemo_edge.errors import BackendError
+
+    _, out, *_ = exported
+    backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    session = backend.sessions["fusion_head"]  # runs on every step
+    calls = []
+
+    real = session._sess
+
+    class BrokenProvider:  # wraps the C++ session: its provider fails mid-stream
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, *args):
+            calls.append("run")
+            raise EPFail("CUDA failure 700: an illegal memory access was encountered")
+
+    session._sess = BrokenProvider()
+    session.set_providers = lambda *a, **k: calls.append("set_providers")  # what the fallback would call
+    capfd.readouterr()
+    with pytest.raises(BackendError) as caught:
+        backend.step(stream.faces[0], stream.audio[0], backend.init_state())
+    message = str(caught.value)
+    assert message == (
+        "onnxruntime's CPUExecutionProvider failed running graph fusion_head (CUDA failure 700: an illegal memory "
+        "access was encountered); it does not fall back to the CPU, so restart the backend or choose provider='cpu'"
+    )
+    assert "\n" not in message and calls == ["run"]  # no retry, no switch of providers
+    assert capfd.readouterr().out == ""
+    session._sess = real
+
+
+def test_construction_fallback_prints_nothing_to_stdout(exported, monkeypatch, capfd, caplog):
+    """A provider that raises while a session is made: onnxruntime print()s and retries on the CPU."""
+    _, out, *_ = exported
+    create = ort.InferenceSession._create_inference_session
+    failed = []
+
+    def first_fails(self, providers, *args, **kwargs):
+        if not failed:
+            failed.append(providers)
+            self._fallback_providers = ["CPUExecutionProvider"]  # set by onnxruntime before a provider starts
+            raise RuntimeError("provider library libcublasLt.so.12 not found")
+        return create(self, providers, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "_create_inference_session", first_fails)
+    capfd.readouterr()
+    with caplog.at_level("WARNING", logger="avemo_edge"):
+        backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    assert failed and capfd.readouterr().out == ""
+    assert any("libcublasLt.so.12" in r.getMessage() for r in caplog.records)
+    assert backend.provider == "CPUExecutionProvider"
+
+
+def test_dynamo_exporter_keeps_a_native_lstm_and_matches_torch():
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    from export.onnx_export import exporter_for, graph_modules, to_onnx
+
+    assert exporter_for(18) == "dynamo" and exporter_for(17) == "torchscript"
+    module, args, axes = graph_modules(spread_model())["audio_step"]
+    proto = to_onnx(module, args, "audio_step", axes, 18)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("LSTM") == args[1].shape[0] and "Loop" not in ops and "Scan" not in ops  # one per layer
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    mel, h, c = (a.numpy() for a in args)
+    feeds = {"mel": mel[:1], "h_in": h[:, :1], "c_in": c[:, :1]}  # batch 1, not the traced 2: batch stays dynamic
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(feeds[k]) for k in ("mel", "h_in", "c_in")))
+    for got, want in zip(session.run(None, feeds), ref, strict=True):
+        assert np.abs(got - want.numpy()).max() <= 1e-4
+
+
 def test_tampered_or_missing_graph_is_refused(exported, tmp_path):
     _, out, *_ = exported
     bad = tmp_path / "onnx"
@@ -236,10 +317,84 @@ def test_bad_format_is_one_sentence_and_exit_2(exported, tmp_path):
 def test_tensorrt_format_without_tensorrt_is_refused_with_a_sentence():
     import importlib.util
 
-    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
-        pytest.skip("tensorrt and pycuda are installed here")
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("tensorrt is installed here")
     with pytest.raises(ExportError, match="needs the Python package"):
         parse_formats("tensorrt-fp16")
+
+
+def test_tensorrt_backend_imports_without_tensorrt_and_refuses_with_a_sentence(exported, monkeypatch):
+    import avemo_edge.trt_backend as trt_backend  # imports: tensorrt and cuda-python load in the constructor
+
+    _, out, *_ = exported
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as where TensorRT is not installed
+    with pytest.raises(AvemoError) as caught:
+        trt_backend.TensorRTBackend(out / "onnx")
+    message = str(caught.value)
+    assert message.startswith("the tensorrt backend needs TensorRT's Python bindings, which do not import here")
+    assert "\n" not in message and caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_cuda_python_missing_is_one_sentence(monkeypatch):
+    from avemo_edge import cudart
+
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    with pytest.raises(
+        ExportError, match=r"needs cuda-python's CUDA runtime bindings .*pip install 'cuda-python>=12.6'"
+    ):
+        cudart.load(ExportError)
+
+
+def test_cuda_errors_become_a_sentence_naming_the_call():
+    from types import SimpleNamespace
+
+    from avemo_edge import cudart
+
+    class Err(int):
+        pass
+
+    success, no_device = Err(0), Err(100)
+    fake = SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=success),
+        cudaGetErrorName=lambda e: (success, b"cudaErrorNoDevice"),
+    )
+    assert cudart.call(fake, (success, 1234), "cudaMalloc") == 1234
+    assert cudart.call(fake, (success,), "cudaFree") is None
+    with pytest.raises(AvemoError, match="^CUDA call cudaMalloc failed with cudaErrorNoDevice$"):
+        cudart.call(fake, (no_device, None), "cudaMalloc")
+
+
+def test_tensorrt_networks_are_strongly_typed_from_10_on():
+    from enum import IntEnum
+    from types import SimpleNamespace
+
+    from export.trt_build import network_flags
+
+    class Flags8(IntEnum):
+        EXPLICIT_BATCH = 0
+
+    class Flags10(IntEnum):
+        EXPLICIT_BATCH = 0
+        STRONGLY_TYPED = 3
+
+    class Flags11(IntEnum):
+        STRONGLY_TYPED = 1
+
+    def trt(version, flags):
+        return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flags)
+
+    assert network_flags(trt("8.5.2.2", Flags8)) == (1, False)  # JetPack 5: weak typing, BuilderFlag.FP16
+    assert network_flags(trt("10.3.0", Flags10)) == (1 << 3, True)
+    assert network_flags(trt("11.4.1", Flags11)) == (1 << 1, True)
+    assert network_flags(trt("11.4.1", IntEnum("Empty", {"OTHER": 7}))) == (0, True)  # only mode on 11
+    with pytest.raises(ExportError, match="TensorRT 10.0.0 has no strongly typed networks"):
+        network_flags(trt("10.0.0", Flags8))
+
+
+def test_fp16_engines_are_made_from_the_fp16_onnx():
+    assert BY_NAME["tensorrt-fp16"].source == "onnx-fp16" and BY_NAME["tensorrt"].source == "onnx"
+    assert "cuda.bindings" in BY_NAME["tensorrt-fp16"].needs and "pycuda" not in BY_NAME["tensorrt-fp16"].needs
 
 
 def test_fp16_conversion_refuses_what_it_cannot_convert():
@@ -281,14 +436,14 @@ def test_synthetic_stream_when_the_data_folder_is_absent(tmp_path):
 
 def test_tensorrt_engines_match_torch(exported, stream, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (JetPack or the tensorrt wheel has it)")
-    pytest.importorskip("pycuda.driver", reason="pycuda is not installed here (see docs/EXPORT.md)")
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed here (see docs/EXPORT.md)")
     from export.trt_build import export_engines
 
     ckpt, out, *_ = exported
-    source = json.loads((out / "onnx" / "manifest.json").read_text())
     formats = [BY_NAME["tensorrt"], BY_NAME["tensorrt-fp16"]]
-    for fmt in formats:
-        export_engines(out / "onnx", source, tmp_path / fmt.name, fmt, print, max_batch=4)
+    for fmt in formats:  # tensorrt from onnx, tensorrt-fp16 (strongly typed) from onnx-fp16
+        source = json.loads((out / fmt.source / "manifest.json").read_text())
+        export_engines(out / fmt.source, source, tmp_path / fmt.name, fmt, print, max_batch=4)
     result = verify_exports(load_checkpoint(ckpt), tmp_path, formats, print, stream=stream)
     assert result.ok, result.lines()
     engine = tmp_path / "tensorrt" / "audio_step.engine"
