@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from .audio import preprocessing_constants
 from .errors import AvemoError, CheckpointError
-from .face import FACE_MARGIN
+from .faces.align import FACE_CENTER_DY, FACE_MARGIN
 from .model import EMOTIONS, AVEmotionNet, ModelDims
 
 FORMAT = "avemo-edge-checkpoint"
@@ -27,7 +27,13 @@ FORMAT_VERSION = 1
 
 
 def face_constants(dims: ModelDims) -> dict[str, Any]:
-    return {"size": dims.face_size, "channels": dims.face_channels, "margin": FACE_MARGIN, "range": "0-1"}
+    return {
+        "size": dims.face_size,
+        "channels": dims.face_channels,
+        "margin": FACE_MARGIN,
+        "center_dy": FACE_CENTER_DY,
+        "range": "0-1",
+    }
 
 
 def _digest(header: dict[str, Any], state: dict[str, torch.Tensor]) -> str:

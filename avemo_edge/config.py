@@ -109,6 +109,22 @@ class RecognitionConfig:
 
 
 @dataclass
+class FaceConfig:
+    # "yunet" (the default: shipped with the package, five landmarks to level the eyes) or
+    # "haar" (OpenCV's cascade, from cv2.data or the system's haarcascades folder).
+    detector: str = "yunet"
+    # Full-frame detection every this many steps (and whenever the face is lost); in between the
+    # detector looks only in a window around the last box. 1 = full frame every step.
+    detect_every: int = 10
+
+    def check(self) -> None:
+        if self.detector not in ("yunet", "haar"):
+            raise _Invalid("detector", "must be 'yunet' or 'haar'")
+        if self.detect_every < 1:
+            raise _Invalid("detect_every", "must be at least 1")
+
+
+@dataclass
 class OutputConfig:
     stdout: str = "jsonl"  # "jsonl" (one JSON object per step), "text" (one line per step), "none"
     file: str = ""  # append JSON lines to this file as well ("" = no file)
@@ -195,6 +211,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     status: StatusConfig = field(default_factory=StatusConfig)

@@ -127,7 +127,7 @@ class Daemon:
 
     def run(self) -> Summary:
         from .backends import create_backend
-        from .face import FaceCropper
+        from .faces import FaceCropper, create_detector
         from .recognizer import StreamingRecognizer
 
         cfg = self.cfg
@@ -140,7 +140,12 @@ class Daemon:
                 s.close()
         backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
         self.classes = backend.classes
-        cropper = FaceCropper(backend.dims.face_size, backend.dims.face_channels)
+        cropper = FaceCropper(
+            backend.dims.face_size,
+            backend.dims.face_channels,
+            detector=create_detector(cfg.face.detector),
+            detect_every=cfg.face.detect_every,
+        )
         recognizer = StreamingRecognizer(backend, cfg.recognition.smoothing, cfg.recognition.hold_margin)
         publisher = self._publisher if self._publisher is not None else build_publishers(cfg)
         publisher.subscribe("command", self._on_command)

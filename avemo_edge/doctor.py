@@ -71,8 +71,14 @@ def report() -> list[tuple[str, str, str]]:
 
     cv2, why = _try_import("cv2")
     if cv2 is not None:
-        cascade = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        rows.append(("face detector (Haar)", "ok" if cascade.is_file() else "missing", str(cascade)))
+        from .faces.detect import YUNET_MODEL, haar_cascade_path
+
+        yunet_ok = YUNET_MODEL.is_file() and hasattr(cv2, "FaceDetectorYN")
+        rows.append(("face detector (YuNet)", "ok" if yunet_ok else "missing", str(YUNET_MODEL)))
+        try:
+            rows.append(("face detector (Haar)", "ok", str(haar_cascade_path())))
+        except FileNotFoundError as e:
+            rows.append(("face detector (Haar)", "missing", str(e)))
     else:
         rows.append(("face detector (Haar)", "unavailable", why))
     cams = sorted(glob.glob("/dev/video*"))
