@@ -65,6 +65,10 @@ class SourceError(AvemoError):
     """A source that cannot work: a bad URI, a corrupt file, a missing library."""
 
 
+class SourceCrashed(SourceError):
+    """A source thread ended on an unexpected exception (input the code cannot handle, or a bug)."""
+
+
 class SourceLost(AvemoError):
     """A live source that stopped delivering or cannot be opened now; worth reopening later."""
 
@@ -429,7 +433,8 @@ class SourceWorker:
     """Runs one source: open, read, hand items on; reopen a lost live source with backoff.
 
     `on_item(item)` receives frames and audio blocks; `on_state(uri, state, detail)` hears of
-    'open', 'lost', 'ended' and 'failed', so that the daemon can log and publish them.
+    'open', 'lost', 'ended', 'failed' and 'crashed' (an unexpected exception ended the thread:
+    `error` is a `SourceCrashed`), so that the daemon can log and publish them.
     """
 
     READ_TIMEOUT = 0.2
@@ -453,7 +458,7 @@ class SourceWorker:
     @property
     def done(self) -> bool:
         """No more data will come: the file ended or the source failed for good."""
-        return self.state in ("ended", "failed")
+        return self.state in ("ended", "failed", "crashed")
 
     def start(self) -> None:
         self.thread.start()
@@ -467,6 +472,16 @@ class SourceWorker:
         self.on_state(self.source.uri, state, detail)
 
     def _run(self) -> None:
+        try:
+            self._run_source()
+        except Exception as e:  # noqa: BLE001 - a thread must report its death, never die silently
+            log.debug("source %s crashed", self.source.uri, exc_info=True)
+            self.error = SourceCrashed(f"source {self.source.uri} crashed: {type(e).__name__}: {e}")
+            with contextlib.suppress(Exception):
+                self.source.close()
+            self._set("crashed", str(self.error))
+
+    def _run_source(self) -> None:
         backoff = self.retry_min
         while not self.stop_event.is_set():
             try:
