@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import AvemoError
+from .errors import AvemoError, RestartableError
 from .media import audio_array, av_reason
 
 log = logging.getLogger("avemo_edge")
@@ -65,7 +65,7 @@ class SourceError(AvemoError):
     """A source that cannot work: a bad URI, a corrupt file, a missing library."""
 
 
-class SourceCrashed(SourceError):
+class SourceCrashed(SourceError, RestartableError):
     """A source thread ended on an unexpected exception (input the code cannot handle, or a bug)."""
 
 

@@ -1,7 +1,8 @@
 """The `avemo-edge` command. Thin: each subcommand parses, calls one library function, prints.
 
-Only this module picks exit codes: 0 success, 1 a check failed, 2 a user error (printed as one
-sentence, no traceback).
+Only this module picks exit codes: 0 success, 1 a check failed or a restartable failure of the
+service (`RestartableError`), 2 a configuration error a person must fix, not to be restarted
+(each printed as one sentence, no traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AvemoError
+from .errors import AvemoError, RestartableError
 
 app = typer.Typer(help="Real-time audio-visual emotion recognition for edge devices.", no_args_is_help=True)
 console = Console(width=max(100, Console().width))
@@ -289,7 +290,7 @@ def main() -> None:
         from rich.markup import escape
 
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
-        raise SystemExit(2) from None
+        raise SystemExit(1 if isinstance(e, RestartableError) else 2) from None
 
 
 if __name__ == "__main__":

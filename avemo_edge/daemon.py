@@ -46,6 +46,10 @@ class ModelMissingError(AvemoError):
     """No model to run: the default is not installed and none was named."""
 
 
+class BackendUnavailableError(AvemoError):
+    """The configured backend cannot start on this machine (its Python package or library is missing)."""
+
+
 def resolve_model(path: str) -> Path:
     if path:
         return Path(path)
@@ -139,7 +143,13 @@ class Daemon:
             if isinstance(s, FileSource):
                 s.open()
                 s.close()
-        backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+        try:
+            backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+        except ImportError as e:  # a configuration error: restarting cannot install a package
+            raise BackendUnavailableError(
+                f"backend {cfg.model.backend!r} cannot start here: the Python module {e.name or str(e)!r} is missing "
+                "(install it, or choose another backend with --backend or [model] backend)"
+            ) from None
         self.classes = backend.classes
         cropper = FaceCropper(backend.dims.face_size, backend.dims.face_channels)
         recognizer = StreamingRecognizer(backend, cfg.recognition.smoothing, cfg.recognition.hold_margin)
@@ -192,7 +202,8 @@ class Daemon:
             stats.p50(stats.publish_ms),
         )
         failed = [w.error for w in workers if isinstance(w.error, SourceCrashed)]
-        failed += [w.error for w in workers if w.error is not None and w.source.has_video]
+        needed = [w for w in workers if w.source.has_video or cfg.source.video == "none"]
+        failed += [w.error for w in needed if w.error is not None]
         if failed:
             raise failed[0]
         return summary
@@ -219,8 +230,10 @@ class Daemon:
                 log.warning("source %s lost: %s", uri, detail)
             elif state == "failed":
                 kind = "video" if source.has_video else "audio"
-                log.error("source %s failed: %s%s", uri, detail, "" if kind == "video" else "; going on visual only")
-                if kind == "video":
+                visual = self.cfg.source.video != "none"
+                tail = "; going on visual only" if kind == "audio" and visual else ""
+                log.error("source %s failed: %s%s", uri, detail, tail)
+                if kind == "video" or not visual:  # an audio-only service without its audio cannot work
                     self.stop()
             elif state == "crashed":  # policy (docs/DESIGN.md): the daemon exits non-zero; systemd restarts it
                 log.error("%s; stopping", detail)

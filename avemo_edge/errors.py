@@ -18,3 +18,7 @@ class ExportError(AvemoError):
 
 class ExportedModelError(AvemoError):
     """Exported graphs or engines with their manifest that are missing, altered, or do not fit this runtime."""
+
+
+class RestartableError(AvemoError):
+    """A failure of the running service that a restart may cure: printed as one sentence, exit status 1."""

@@ -383,3 +383,33 @@ def test_watchdog_is_fed_while_every_source_is_retrying(random_model, tmp_path, 
     texts = _watchdog_pings(tmp_path, cfg, 2.5, monkeypatch)
     waiting = next(i for i, t in enumerate(texts) if "waiting: every source is retrying" in t)
     assert "WATCHDOG=1" in texts[waiting:] and not any("stalled" in t for t in texts)
+
+
+# --- configuration errors that must not be restarted (issue #16 rows 5/6) -----------------------
+def test_missing_backend_package_is_one_sentence(random_model):
+    import importlib.util
+
+    from avemo_edge.daemon import BackendUnavailableError
+
+    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
+        pytest.skip("TensorRT and its CUDA bindings are installed here")
+    cfg = parse_config({"source": {"video": "sample"}, "model": {"path": str(random_model), "backend": "tensorrt"}})
+    with pytest.raises(BackendUnavailableError, match=r"backend 'tensorrt' cannot start here: the Python module '\w+'"):
+        Daemon(cfg, publisher=Collect()).run()
+
+
+def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_path):
+    import importlib.util
+
+    from avemo_edge.capture import SourceError
+
+    if importlib.util.find_spec("pyaudio"):
+        pytest.skip("PyAudio is installed here")
+    cfg = parse_config({"source": {"video": "none", "audio": "mic://default"}, "model": {"path": str(random_model)}})
+    with pytest.raises(SourceError, match=r"mic://default needs PyAudio"):
+        Daemon(cfg, publisher=Collect()).run()
+    m = tmp_path / "cfg.toml"
+    m.write_text(f'[source]\nvideo = "none"\naudio = "mic://default"\n[model]\npath = "{random_model}"\n')
+    cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "-c", str(m)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr
