@@ -172,7 +172,10 @@ class JsonLinesPublisher(QueuedPublisher):
     def stop(self, timeout: float = 1.0) -> None:
         super().stop(timeout)
         if self._own:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except OSError as e:  # a full disk: what was still buffered is lost, said once here
+                log.warning("output file %s could not be closed cleanly (%s)", self.name, e.strerror or e)
 
 
 def read_credential(name: str, what: str) -> Path:
@@ -380,5 +383,9 @@ class FanOut:
             p.subscribe(topic, callback)
 
     def stop(self) -> None:
+        """Stop every publisher, even when one of them fails to stop (each failure one log line)."""
         for p in self.publishers:
-            p.stop()
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - the others (MQTT's "offline") must still stop
+                log.warning("%s publisher did not stop cleanly (%s)", getattr(p, "name", type(p).__name__), e)
