@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import AvemoError
+from .errors import AvemoError, RestartableError
 from .media import audio_array, av_reason
 
 log = logging.getLogger("avemo_edge")
@@ -63,6 +63,10 @@ class EndOfStream(Exception):
 
 class SourceError(AvemoError):
     """A source that cannot work: a bad URI, a corrupt file, a missing library."""
+
+
+class SourceCrashed(SourceError, RestartableError):
+    """A source thread ended on an unexpected exception (input the code cannot handle, or a bug)."""
 
 
 class SourceLost(AvemoError):
@@ -200,10 +204,10 @@ class OpenCVSource:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.has_video = True
-        self._cap = None
         self._frames: queue.Queue[Frame | None] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.abandoned = 0  # reader threads left blocked in a read that never returned
 
     def _target(self) -> tuple[object, int]:
         import cv2
@@ -240,20 +244,29 @@ class OpenCVSource:
         if not cap.isOpened():
             cap.release()
             raise SourceLost(f"{self.uri} cannot be opened")
-        self._cap, self._stop = cap, threading.Event()
-        self._frames = queue.Queue(maxsize=1)
-        self._thread = threading.Thread(target=self._reader, name=f"capture {self.uri}", daemon=True)
+        # Each open has its own capture, queue and stop flag, owned by its reader thread: a reader
+        # stuck in a read that never returns (a stalled stream) keeps them and is abandoned, and
+        # only that thread releases its capture, when its read returns. Releasing or rebinding a
+        # capture another thread is reading crashes FFmpeg (a segmentation fault).
+        self._stop, self._frames = threading.Event(), queue.Queue(maxsize=1)
+        self._thread = threading.Thread(
+            target=self._reader, args=(cap, self._frames, self._stop), name=f"capture {self.uri}", daemon=True
+        )
         self._thread.start()
 
-    def _reader(self) -> None:
-        while not self._stop.is_set():
-            ok, image = self._cap.read()
-            item = Frame(image, time.monotonic()) if ok and image is not None else None
-            with contextlib.suppress(queue.Empty):
-                self._frames.get_nowait()  # keep only the newest frame
-            self._frames.put(item)
-            if item is None:
-                return
+    @staticmethod
+    def _reader(cap: object, frames: queue.Queue[Frame | None], stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                ok, image = cap.read()
+                item = Frame(image, time.monotonic()) if ok and image is not None else None
+                with contextlib.suppress(queue.Empty):
+                    frames.get_nowait()  # keep only the newest frame
+                frames.put(item)
+                if item is None:
+                    return
+        finally:
+            cap.release()
 
     def read(self, timeout: float) -> Frame | None:
         try:
@@ -267,10 +280,11 @@ class OpenCVSource:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)  # a read stuck in a dead driver is left behind (daemon thread)
-        if self._cap is not None:
-            self._cap.release()
-        self._cap = self._thread = None
+            self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                self.abandoned += 1
+                log.warning("%s: a read is still blocked after 2 s; its reader thread is left behind", self.uri)
+        self._thread = None
 
 
 # --- microphones through PyAudio ----------------------------------------------------------
@@ -419,7 +433,8 @@ class SourceWorker:
     """Runs one source: open, read, hand items on; reopen a lost live source with backoff.
 
     `on_item(item)` receives frames and audio blocks; `on_state(uri, state, detail)` hears of
-    'open', 'lost', 'ended' and 'failed', so that the daemon can log and publish them.
+    'open', 'lost', 'ended', 'failed' and 'crashed' (an unexpected exception ended the thread:
+    `error` is a `SourceCrashed`), so that the daemon can log and publish them.
     """
 
     READ_TIMEOUT = 0.2
@@ -443,7 +458,7 @@ class SourceWorker:
     @property
     def done(self) -> bool:
         """No more data will come: the file ended or the source failed for good."""
-        return self.state in ("ended", "failed")
+        return self.state in ("ended", "failed", "crashed")
 
     def start(self) -> None:
         self.thread.start()
@@ -457,6 +472,16 @@ class SourceWorker:
         self.on_state(self.source.uri, state, detail)
 
     def _run(self) -> None:
+        try:
+            self._run_source()
+        except Exception as e:  # noqa: BLE001 - a thread must report its death, never die silently
+            log.debug("source %s crashed", self.source.uri, exc_info=True)
+            self.error = SourceCrashed(f"source {self.source.uri} crashed: {type(e).__name__}: {e}")
+            with contextlib.suppress(Exception):
+                self.source.close()
+            self._set("crashed", str(self.error))
+
+    def _run_source(self) -> None:
         backoff = self.retry_min
         while not self.stop_event.is_set():
             try:

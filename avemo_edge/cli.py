@@ -1,9 +1,9 @@
 """The `avemo-edge` command. Thin: each subcommand parses, calls one library function, prints.
 
-Only this module picks exit codes: 0 success, 1 a check failed, 2 a user error (printed as one
-sentence, no traceback), 3 a backend that failed while running (`BackendError`, one sentence too:
-a GPU provider that broke; not a user error, so systemd's `Restart=on-failure` restarts the
-service, where status 2 is excluded by `RestartPreventExitStatus=2`).
+Only this module picks exit codes: 0 success, 1 a check failed or a failure of the running
+service that a restart may cure (`RestartableError`: a source thread that crashed, a GPU backend
+that failed while running, `BackendError`), 2 a configuration error a person must fix, which
+systemd does not restart (`RestartPreventExitStatus=2`); each printed as one sentence, no traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AvemoError, BackendError
+from .errors import AvemoError, RestartableError
 
 app = typer.Typer(help="Real-time audio-visual emotion recognition for edge devices.", no_args_is_help=True)
 console = Console(width=max(100, Console().width))
@@ -295,7 +295,7 @@ def main() -> None:
         from rich.markup import escape
 
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
-        raise SystemExit(3 if isinstance(e, BackendError) else 2) from None
+        raise SystemExit(1 if isinstance(e, RestartableError) else 2) from None
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class MQTTConfig:
     port: int = 1883
     prefix: str = "avemo"  # topics are {prefix}/{device_id}/state, /status, /availability
     device_id: str = ""  # "" = this machine's host name
-    client_id: str = ""  # "" = avemo-edge-{device_id}
+    client_id: str = ""  # "" = avemo-edge-{device_id}-{6 random hex}, new per process
     qos: int = 0
     keepalive_s: int = 30
     username: str = ""

@@ -32,7 +32,7 @@ from typing import Any
 
 from .align import END, Aligner, Step
 from .audio import slice_level_dbfs
-from .capture import FileSource, Source, SourceError, SourceWorker, open_sources
+from .capture import FileSource, Source, SourceCrashed, SourceError, SourceWorker, open_sources
 from .config import Config
 from .doctor import default_model_path
 from .errors import AvemoError
@@ -44,6 +44,10 @@ log = logging.getLogger("avemo_edge")
 
 class ModelMissingError(AvemoError):
     """No model to run: the default is not installed and none was named."""
+
+
+class BackendUnavailableError(AvemoError):
+    """The configured backend cannot start on this machine (its Python package or library is missing)."""
 
 
 def resolve_model(path: str) -> Path:
@@ -119,6 +123,7 @@ class Daemon:
         self._reset = threading.Event()
         self.source_states: dict[str, dict[str, str]] = {}
         self._status_dirty = threading.Event()
+        self._health = "ok"
 
     # --- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -138,7 +143,13 @@ class Daemon:
             if isinstance(s, FileSource):
                 s.open()
                 s.close()
-        backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+        try:
+            backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+        except ImportError as e:  # a configuration error: restarting cannot install a package
+            raise BackendUnavailableError(
+                f"backend {cfg.model.backend!r} cannot start here: the Python module {e.name or str(e)!r} is missing "
+                "(install it, or choose another backend with --backend or [model] backend)"
+            ) from None
         self.classes = backend.classes
         cropper = FaceCropper(
             backend.dims.face_size,
@@ -195,7 +206,9 @@ class Daemon:
             stats.p50(stats.infer_ms),
             stats.p50(stats.publish_ms),
         )
-        failed = [w.error for w in workers if w.error is not None and w.source.has_video]
+        failed = [w.error for w in workers if isinstance(w.error, SourceCrashed)]
+        needed = [w for w in workers if w.source.has_video or cfg.source.video == "none"]
+        failed += [w.error for w in needed if w.error is not None]
         if failed:
             raise failed[0]
         return summary
@@ -216,15 +229,20 @@ class Daemon:
                 log.info("source %s open (%s)", uri, what)
                 if isinstance(source, FileSource) and not source.has_audio and source.want_audio:
                     log.info("source %s has no audio track: visual only", uri)
-            elif state in ("ended", "failed"):
+            elif state in ("ended", "failed", "crashed"):
                 aligner.source_stopped(uri)
             if state == "lost":
                 log.warning("source %s lost: %s", uri, detail)
             elif state == "failed":
                 kind = "video" if source.has_video else "audio"
-                log.error("source %s failed: %s%s", uri, detail, "" if kind == "video" else "; going on visual only")
-                if kind == "video":
+                visual = self.cfg.source.video != "none"
+                tail = "; going on visual only" if kind == "audio" and visual else ""
+                log.error("source %s failed: %s%s", uri, detail, tail)
+                if kind == "video" or not visual:  # an audio-only service without its audio cannot work
                     self.stop()
+            elif state == "crashed":  # policy (docs/DESIGN.md): the daemon exits non-zero; systemd restarts it
+                log.error("%s; stopping", detail)
+                self.stop()
             elif state == "ended":
                 log.info("source %s ended", uri)
             self.source_states[uri] = {"state": state, "detail": detail}
@@ -253,9 +271,14 @@ class Daemon:
         started: float,
     ) -> str:
         cfg = self.cfg
-        last_status = time.monotonic()
+        last_status = last_step = time.monotonic()
         while not self.stop_event.is_set():
-            self.notifier.watchdog()  # from the loop itself: a stuck loop stops the pings
+            health = self._check_health(workers, time.monotonic() - last_step)
+            if health != self._health:
+                self._health = health
+                self._status_dirty.set()
+            if self._health != "stalled":
+                self.notifier.watchdog()  # from the loop itself, and only while steps come or all sources wait
             if all(w.done for w in workers):
                 aligner.close()
             step = aligner.next_step(timeout=0.1)
@@ -274,7 +297,19 @@ class Daemon:
                 self._reset.clear()
                 recognizer.reset()
             self._process(step, aligner.t0, cropper, recognizer, publisher, stats)
+            last_step = time.monotonic()
         return "stopped"
+
+    STALL_S = 30.0  # no step for this long while a source is not retrying: stop feeding the watchdog
+
+    def _check_health(self, workers: list[SourceWorker], since_step: float) -> str:
+        """'ok' while steps come, 'waiting' while every live source is retrying, else 'stalled' (docs/DESIGN.md)."""
+        if since_step < self.STALL_S:
+            return "ok"
+        pending = [w for w in workers if not w.done]
+        if pending and all(w.state == "lost" for w in pending):
+            return "waiting"
+        return "stalled"
 
     def _process(
         self, step: Step, t0: float, cropper: Any, recognizer: Any, publisher: Publisher, stats: Stats
@@ -333,6 +368,11 @@ class Daemon:
             text += f", lost: {', '.join(lost)}"
         if mqtt is not None:
             text += ", mqtt " + ("connected" if mqtt.connected else "reconnecting")
+        health = self._health
+        if health == "waiting":
+            text += ", waiting: every source is retrying"
+        elif health == "stalled":
+            text += f", stalled: no step for over {self.STALL_S:g} s, watchdog not fed"
         self.notifier.status(text)
 
 

@@ -20,5 +20,9 @@ class ExportedModelError(AvemoError):
     """Exported graphs or engines with their manifest that are missing, altered, or do not fit this runtime."""
 
 
-class BackendError(AvemoError):
+class RestartableError(AvemoError):
+    """A failure of the running service that a restart may cure: printed as one sentence, exit status 1."""
+
+
+class BackendError(RestartableError):
     """An inference backend that failed while running (a GPU execution provider that broke mid-stream)."""

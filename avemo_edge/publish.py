@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -86,7 +88,7 @@ class QueuedPublisher:
         """Whether `_send` can be called now (MQTT: connected)."""
         return True
 
-    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool:
+    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool | None:
         raise NotImplementedError
 
     def _drain(self) -> None:
@@ -105,7 +107,9 @@ class QueuedPublisher:
                     self._warned = True
                 ok = False
             with self._cv:
-                if ok:
+                if ok is None:
+                    pass  # handed on; the subclass counts it once it is known to be sent or lost
+                elif ok:
                     self.sent += 1
                 else:
                     self.dropped += 1
@@ -168,7 +172,10 @@ class JsonLinesPublisher(QueuedPublisher):
     def stop(self, timeout: float = 1.0) -> None:
         super().stop(timeout)
         if self._own:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except OSError as e:  # a full disk: what was still buffered is lost, said once here
+                log.warning("output file %s could not be closed cleanly (%s)", self.name, e.strerror or e)
 
 
 def read_credential(name: str, what: str) -> Path:
@@ -200,7 +207,16 @@ class MqttPublisher(QueuedPublisher):
         self._subscriptions: dict[str, Callback] = {}
         self._connected = threading.Event()
         self.connects = 0  # successful connections, the first included
-        client_id = cfg.client_id or f"avemo-edge-{self.device_id}"
+        # Unique per process unless set: two daemons sharing an id would take the session from each other.
+        client_id = cfg.client_id or f"avemo-edge-{self.device_id}-{secrets.token_hex(3)}"
+        self.client_id = client_id
+        self._inflight: set[int] = set()  # mids handed to paho, not yet acknowledged (QoS 1/2) or written (QoS 0)
+        self._early: set[int] = set()  # mids paho reported before publish() returned them
+        self._lock = threading.Lock()
+        self._unreachable_said = False
+        self._connected_at = 0.0
+        self._short_sessions = 0  # connections in a row the broker closed right after accepting them
+        self._duplicate_said = False
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.will_set(self.availability, "offline", qos=max(cfg.qos, 1), retain=True)
         if cfg.username:
@@ -218,8 +234,12 @@ class MqttPublisher(QueuedPublisher):
             self.client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.cert_file or None, keyfile=key)
             self.client.tls_insecure_set(cfg.tls.insecure)
         self.client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        self.client.max_queued_messages_set(cfg.queue_size)  # paho's own queue (QoS 1/2 in flight) is bounded too
+        # paho's own queue is not capped (a cap refused the availability "online" after an outage);
+        # `_ready` bounds it instead: no more than queue_size state messages wait there for an ack.
+        self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_publish = self._on_publish
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
@@ -237,8 +257,14 @@ class MqttPublisher(QueuedPublisher):
         if reason.is_failure:
             log.warning("MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
             return
+        from paho.mqtt.client import MQTT_ERR_SUCCESS, error_string
+
         self.connects += 1
-        client.publish(self.availability, "online", qos=max(self.cfg.qos, 1), retain=True)
+        self._unreachable_said = False
+        self._connected_at = time.monotonic()
+        info = client.publish(self.availability, "online", qos=max(self.cfg.qos, 1), retain=True)
+        if info.rc != MQTT_ERR_SUCCESS:
+            log.error("MQTT availability 'online' was refused by the client (%s)", error_string(info.rc))
         for topic in self._subscriptions:
             client.subscribe(topic, qos=self.cfg.qos)
         self._connected.set()
@@ -246,11 +272,44 @@ class MqttPublisher(QueuedPublisher):
         log.info("MQTT connected to %s:%d as %s (connection %d)", cfg.host, cfg.port, self.base, self.connects)
         self._wake()
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._unreachable_said:  # one line per outage, not one per retry
+            self._unreachable_said = True
+            log.warning("MQTT broker %s:%d is unreachable; retrying in the background", self.cfg.host, self.cfg.port)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._lock:
+            if mid in self._inflight:
+                self._inflight.discard(mid)
+                with self._cv:
+                    self.sent += 1
+                    self._cv.notify_all()
+            else:
+                self._early.add(mid)
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        if self.cfg.qos == 0:  # paho forgets unsent QoS 0 messages on a disconnect: they are lost
+            with self._lock, self._cv:
+                self.dropped += len(self._inflight)
+                self._inflight.clear()
         if was and not self._stopping:
+            lasted = time.monotonic() - self._connected_at
+            self._short_sessions = self._short_sessions + 1 if lasted < self.SHORT_SESSION_S else 0
             log.warning("MQTT lost the broker %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, reason)
+            if self._short_sessions >= 3 and not self._duplicate_said:
+                self._duplicate_said = True
+                log.error(
+                    "MQTT broker %s:%d closed the connection right after accepting it %d times in a row: probably "
+                    "another client uses the same client id %r (leave mqtt.client_id empty for a unique one)",
+                    self.cfg.host,
+                    self.cfg.port,
+                    self._short_sessions,
+                    self.client_id,
+                )
+
+    SHORT_SESSION_S = 2.0  # a broker taking a session over closes the old connection within milliseconds
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         callback = self._subscriptions.get(message.topic)
@@ -268,13 +327,20 @@ class MqttPublisher(QueuedPublisher):
             self.client.subscribe(full, qos=self.cfg.qos)
 
     def _ready(self) -> bool:
-        return self._connected.is_set()
+        return self._connected.is_set() and len(self._inflight) < self._size
 
-    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool:
+    def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool | None:
         from paho.mqtt.client import MQTT_ERR_SUCCESS
 
         info = self.client.publish(self.topic(topic), json.dumps(payload, separators=(",", ":")), self.cfg.qos, retain)
-        return info.rc == MQTT_ERR_SUCCESS
+        if info.rc != MQTT_ERR_SUCCESS:
+            return False  # counted as dropped
+        with self._lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                return True
+            self._inflight.add(info.mid)
+        return None  # counted by _on_publish, or as dropped if it is never acknowledged
 
     def stop(self, timeout: float = 1.0) -> None:
         """Flush the queue, mark the device offline (retained), disconnect."""
@@ -285,8 +351,14 @@ class MqttPublisher(QueuedPublisher):
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 pass  # the connection went away meanwhile; the last will says the same
+        deadline = time.monotonic() + timeout
+        while self._inflight and self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)  # the last acknowledgements
         self.client.disconnect()
         self.client.loop_stop()
+        with self._lock, self._cv:
+            self.dropped += len(self._inflight)  # never acknowledged: lost as far as we can know
+            self._inflight.clear()
 
 
 class FanOut:
@@ -311,5 +383,9 @@ class FanOut:
             p.subscribe(topic, callback)
 
     def stop(self) -> None:
+        """Stop every publisher, even when one of them fails to stop (each failure one log line)."""
         for p in self.publishers:
-            p.stop()
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - the others (MQTT's "offline") must still stop
+                log.warning("%s publisher did not stop cleanly (%s)", getattr(p, "name", type(p).__name__), e)

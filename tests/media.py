@@ -99,3 +99,15 @@ def write_wav(path: Path, seconds: float = 1.5, rate: int = 44_100, channels: in
         for p in st.encode():
             out.mux(p)
     return path
+
+
+def make_s64_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
+    """A valid WAV in 64-bit integer PCM (FFmpeg decodes it as s64, which PyAV cannot turn into numpy)."""
+    import struct
+
+    data = (np.sin(np.arange(int(seconds * rate)) / 5) * 2**62).astype("<i8").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 8, 8, 64)
+    riff = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt
+    path.write_bytes(riff + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+

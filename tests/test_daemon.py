@@ -1,5 +1,6 @@
 """The daemon on generated clips (real H.264 + AAC decoding, real face detection, a random-weight model)."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -301,3 +302,116 @@ def test_main_job_runs_on_the_embedded_sample(random_model):
     assert "beta 0.00" not in r.stdout  # and every step has its audio slice, even paced in real time
     assert sum("speech" in line for line in lines) >= 8  # he speaks for about a second
     assert "stopped (end of stream): 23 steps" in r.stderr
+
+
+# --- a source thread that dies, a loop that makes no steps (issue #16 row 2) -------------------
+def test_source_thread_crash_stops_the_daemon_with_the_error(random_model, tmp_path, caplog):
+    from media import make_s64_wav
+
+    from avemo_edge.capture import SourceCrashed
+
+    wav = make_s64_wav(tmp_path / "s64.wav")
+    cfg = parse_config({"source": {"video": f"file://{wav}"}, "model": {"path": str(random_model)}})
+    daemon = Daemon(cfg, publisher=Collect())
+    timer = threading.Timer(15, daemon.stop)  # before the fix the daemon stayed up with 0 steps
+    timer.start()
+    try:
+        with pytest.raises(SourceCrashed, match=r"s64\.wav crashed: ValueError: Conversion from 's64'"):
+            daemon.run()
+    finally:
+        timer.cancel()
+    crashed = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert len(crashed) == 1 and crashed[0].levelname == "ERROR"
+
+
+def _watchdog_pings(tmp_path, cfg, seconds, monkeypatch):
+    """The sd_notify datagrams of a daemon stopped `seconds` after READY (read as they come)."""
+    import avemo_edge.daemon as d
+
+    monkeypatch.setattr(d.Daemon, "STALL_S", 1.0)
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(0.05)
+    daemon = Daemon(cfg, publisher=Collect(), notifier=Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}))
+    got = []
+
+    def listen():
+        deadline = time.monotonic() + 60
+        stop_at = None
+        while time.monotonic() < deadline and not (got and got[-1].startswith("STOPPING")):
+            with contextlib.suppress(TimeoutError):
+                got.append(server.recv(500).decode())
+                if got[-1].startswith("READY"):
+                    stop_at = time.monotonic() + seconds
+            if stop_at is not None and time.monotonic() >= stop_at:
+                daemon.stop()
+        daemon.stop()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    daemon.run()
+    listener.join(5)
+    return got
+
+
+def test_health_is_stalled_when_no_step_comes_and_a_source_is_not_retrying(clips, random_model):
+    from avemo_edge.capture import FileSource, OpenCVSource, SourceWorker
+
+    cfg = parse_config({"source": {"video": "none", "audio": "mic://default"}, "model": {"path": str(random_model)}})
+    daemon = Daemon(cfg, publisher=Collect())
+    camera = SourceWorker(OpenCVSource("camera://0"), print, print)
+    mic = SourceWorker(FileSource(clips["av"]), print, print)
+    camera.state, mic.state = "lost", "open"
+    quiet = Daemon.STALL_S + 1
+    assert daemon._check_health([camera, mic], since_step=0.5) == "ok"
+    assert daemon._check_health([camera, mic], since_step=quiet) == "stalled"  # open, yet no step: a zombie
+    mic.state = "lost"
+    assert daemon._check_health([camera, mic], since_step=quiet) == "waiting"
+    mic.state = "ended"
+    assert daemon._check_health([camera, mic], since_step=quiet) == "waiting"
+    camera.state = "starting"  # an open that never returns
+    assert daemon._check_health([camera, mic], since_step=quiet) == "stalled"
+
+
+def test_watchdog_is_fed_while_every_source_is_retrying(random_model, tmp_path, monkeypatch):
+    cfg = parse_config(
+        {
+            "source": {"video": "v4l2:///dev/video-avemo-test", "retry_min_s": 0.2, "retry_max_s": 0.2},
+            "model": {"path": str(random_model)},
+            "status": {"interval_s": 0.2},
+        }
+    )
+    texts = _watchdog_pings(tmp_path, cfg, 2.5, monkeypatch)
+    waiting = next(i for i, t in enumerate(texts) if "waiting: every source is retrying" in t)
+    assert "WATCHDOG=1" in texts[waiting:] and not any("stalled" in t for t in texts)
+
+
+# --- configuration errors that must not be restarted (issue #16 rows 5/6) -----------------------
+def test_missing_backend_package_is_one_sentence(random_model):
+    import importlib.util
+
+    from avemo_edge.daemon import BackendUnavailableError
+
+    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
+        pytest.skip("TensorRT and its CUDA bindings are installed here")
+    cfg = parse_config({"source": {"video": "sample"}, "model": {"path": str(random_model), "backend": "tensorrt"}})
+    with pytest.raises(BackendUnavailableError, match=r"backend 'tensorrt' cannot start here: the Python module '\w+'"):
+        Daemon(cfg, publisher=Collect()).run()
+
+
+def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_path):
+    import importlib.util
+
+    from avemo_edge.capture import SourceError
+
+    if importlib.util.find_spec("pyaudio"):
+        pytest.skip("PyAudio is installed here")
+    cfg = parse_config({"source": {"video": "none", "audio": "mic://default"}, "model": {"path": str(random_model)}})
+    with pytest.raises(SourceError, match=r"mic://default needs PyAudio"):
+        Daemon(cfg, publisher=Collect()).run()
+    m = tmp_path / "cfg.toml"
+    m.write_text(f'[source]\nvideo = "none"\naudio = "mic://default"\n[model]\npath = "{random_model}"\n')
+    cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "-c", str(m)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr

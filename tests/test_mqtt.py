@@ -1,6 +1,7 @@
 """The daemon against a real Mosquitto broker on a free loopback port (Debian package `mosquitto`)."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -62,10 +63,10 @@ def broker(tmp_path):
 class Listener:
     """A paho client that records (receive time, topic, payload, retained) for everything under a prefix."""
 
-    def __init__(self, port: int, topic: str = "avemo/#") -> None:
+    def __init__(self, port: int, topic: str = "avemo/#", name: str = "listener") -> None:
         self.messages: list[tuple[float, str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"listener-{port}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{port}")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.5)
@@ -275,3 +276,88 @@ def test_credentials_from_credentials_directory(tmp_path, monkeypatch):
         p.stop()
     finally:
         b.stop()
+
+
+# --- issue #16 rows 3/4/11 and 10 ------------------------------------------------------------
+def test_half_open_broker_comes_back_online_and_every_message_is_counted(broker, caplog):
+    from avemo_edge.config import MQTTConfig
+    from avemo_edge.publish import MqttPublisher
+
+    caplog.set_level(logging.INFO, "avemo_edge")
+    cfg = MQTTConfig(
+        enabled=True, port=broker.port, device_id="halfopen", qos=1, queue_size=20, keepalive_s=5,
+        reconnect_min_s=0.2, reconnect_max_s=0.5,
+    )
+    pub = MqttPublisher(cfg)
+    produced, stop = 0, threading.Event()
+
+    def produce():  # 20 state messages a second, as the daemon would
+        nonlocal produced
+        while not stop.is_set():
+            pub.publish("state", {"step": produced})
+            produced += 1
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pub.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.connected
+        producer.start()
+        time.sleep(1.0)
+        broker.proc.send_signal(signal.SIGSTOP)  # half-open: TCP stays up, nothing is answered
+        time.sleep(9.0)  # past paho's keepalive timeout (1.5 x 5 s)
+        broker.proc.send_signal(signal.SIGCONT)
+        t_up = time.monotonic()
+        deadline = t_up + cfg.keepalive_s
+        while pub.connects < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.connects >= 2, "the publisher did not reconnect within a keepalive period"
+        time.sleep(0.5)
+        late = Listener(broker.port, "avemo/halfopen/availability", name="late")
+        try:
+            got = late.wait_for(lambda m: m, cfg.keepalive_s, "the retained availability")
+            assert got[-1][2] == b"online" and got[-1][3] is True
+        finally:
+            late.close()
+    finally:
+        stop.set()
+        producer.join(2)
+        pub.stop(timeout=3.0)
+        broker.proc.send_signal(signal.SIGCONT)
+    assert pub.dropped > 0 and pub.sent > 0  # the outage cost messages, and they were counted
+    assert pub.sent + pub.dropped == produced
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("MQTT connected" in m for m in said) >= 2 and any("MQTT lost the broker" in m for m in said)
+
+
+def test_unreachable_broker_is_said_once(caplog):
+    from avemo_edge.config import MQTTConfig
+    from avemo_edge.publish import MqttPublisher
+
+    pub = MqttPublisher(MQTTConfig(enabled=True, port=free_port(), device_id="nobroker", reconnect_min_s=0.2))
+    time.sleep(2.0)
+    pub.stop()
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert said == [f"MQTT broker 127.0.0.1:{pub.cfg.port} is unreachable; retrying in the background"]
+
+
+def test_two_publishers_sharing_a_client_id_are_named_as_the_cause(broker, caplog):
+    from avemo_edge.config import MQTTConfig
+    from avemo_edge.publish import MqttPublisher
+
+    base = dict(enabled=True, port=broker.port, device_id="twin", reconnect_min_s=0.2, reconnect_max_s=0.5)
+    unique = [MqttPublisher(MQTTConfig(**base)) for _ in range(2)]  # the default id is unique per process
+    assert unique[0].client_id != unique[1].client_id
+    twins = [MqttPublisher(MQTTConfig(**base, client_id="same")) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any("same client id" in r.getMessage() for r in caplog.records):
+            time.sleep(0.1)
+        assert all(p.connected for p in unique) and all(p.connects == 1 for p in unique)
+    finally:
+        for p in unique + twins:
+            p.stop()
+    named = [r.getMessage() for r in caplog.records if "same client id" in r.getMessage()]
+    assert named and "'same'" in named[0] and "probably another client uses the same client id" in named[0]
