@@ -199,8 +199,12 @@ class ImageSource(FileSource):
         if image is None:
             raise SourceError(f"file {self.path} cannot be read: it is not an image OpenCV can decode")
         self.has_video, self.has_audio = True, False
+        self._items = self._still(image)
+
+    def _still(self, image: np.ndarray) -> Iterator[Frame]:
         t0 = time.monotonic()
-        self._items = iter([Frame(image, t0), Frame(image, t0 + self.HOLD)])
+        yield Frame(image, t0)
+        yield Frame(image, t0 + self.HOLD)
 
 
 def file_source(path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> FileSource:

@@ -218,6 +218,38 @@ def analyze(
         raise typer.Exit(1)
 
 
+@app.command("evaluate-faces")
+def evaluate_faces_cmd(
+    folder: Path = typer.Argument(..., help="a folder laid out <folder>/<emotion>/*.png|jpg"),
+    model: Path | None = typer.Option(None, help="checkpoint to run (default: avemo_edge/assets/default.pt)"),
+    backend: str = typer.Option("torch", help="inference backend by name (torch, onnxruntime, tensorrt)"),
+    detector: bool = typer.Option(
+        True, "--detector/--no-detector", help="find and crop the face as the runtime does, or use the whole image"
+    ),
+) -> None:
+    """Visual accuracy on your own labelled face images: accuracy, macro-F1, recall per class, confusion."""
+    from .evaluate_faces import evaluate_faces
+
+    with _progress_bar() as bar:
+        ev = evaluate_faces(folder, str(model or ""), backend, detector, _progress_factory(bar))
+    say = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    for p, why in ev.unreadable:
+        say(f"skipped {p}: {why}")
+    mode = "the runtime's detector and crop" if detector else "the whole image as the face"
+    say(f"{ev.images} images, {mode}; no face found in {ev.no_face} ({ev.no_face_share:.1%})")
+    if ev.accuracy is None:
+        raise AvemoError(f"no image in {folder} gave a face to classify; try --no-detector for tight face crops")
+    say(f"accuracy {ev.accuracy:.1%}, macro-F1 {ev.macro_f1:.3f}")
+    say("recall: " + ", ".join(f"{c} {r:.1%}" for c, r in ev.recall.items()))
+    table = Table(title="confusion (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in ev.labels:
+        table.add_column(name)
+    for name, row in zip(ev.labels, ev.confusion, strict=True):
+        table.add_row(name, *map(str, row))
+    console.print(table)
+
+
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="an avemo-edge checkpoint (.pt)"),
