@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .capture import IMAGE_SUFFIXES
+from .capture import IMAGE_SUFFIXES, SAMPLE_CLIP
 from .errors import AvemoError
 
 MAX_POINTS = 2000  # the timeline keeps at most this many steps (every k-th, k doubling as it fills)
@@ -42,7 +42,16 @@ RAVDESS_NAME = re.compile(r"^\d\d-\d\d-(\d\d)-\d\d-\d\d-\d\d-\d\d$")
 
 
 class AnalyzeError(AvemoError):
-    """Inputs that cannot be analysed at all (nothing matched, a bad labels file)."""
+    """Inputs that cannot be analysed at all (nothing matched, a bad labels file, a missing library)."""
+
+
+def require_extras(command: str) -> None:
+    """matplotlib and scikit-learn come with `avemo-edge[analyze]`, not with the runtime's base install."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise AnalyzeError(f"{command} needs {' and '.join(missing)}: pip install 'avemo-edge[analyze]'")
 
 
 def label_from_name(path: Path) -> str | None:
@@ -73,11 +82,11 @@ def read_labels(path: Path) -> dict[str, str]:
 
 
 def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their media and image files, sorted) and globs -> (files, [(pattern, why)])."""
+    """Files, folders (their files, sorted), globs and `sample` (the embedded clip) -> (files, [(pattern, why)])."""
     files: list[Path] = []
     bad: list[tuple[str, str]] = []
     for p in patterns:
-        path = Path(p)
+        path = SAMPLE_CLIP if p == "sample" and not Path(p).exists() else Path(p)
         if path.is_dir():
             found = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
             if not found:
@@ -328,6 +337,7 @@ def analyze(
     """Every input in turn; a bad one is recorded with its reason and the rest go on."""
     from .daemon import resolve_model
 
+    require_extras("avemo-edge analyze")
     resolve_model(model)  # no model at all: one sentence before anything else
     files, failed = expand_inputs(inputs)
     if not files and failed:
@@ -363,7 +373,7 @@ def _write_folder_summary(report: AnalyzeReport, out: Path) -> None:
         for p, why in report.failed:
             w.writerow([p, "", "", 0, 0, 0, 0, 0] + [0] * len(classes) + [f"failed: {why}"])
     known = [r for r in report.results if r.truth]
-    if not known:
+    if len(report.results) < 2 or not known:  # one input: its line already shows the true emotion
         return
     from sklearn.metrics import confusion_matrix
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analyze import SYNONYMS, AnalyzeError
+from .analyze import SYNONYMS, AnalyzeError, require_extras
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg")
 REFUSED = {"contempt": "contempt is not one of the model's classes"}
@@ -65,6 +65,7 @@ def evaluate_faces(
     detector: bool = True,
     progress: Callable[[str, int], Callable[..., None]] | None = None,
 ) -> FaceEvaluation:
+    require_extras("avemo-edge evaluate-faces")
     import cv2
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
