@@ -113,7 +113,8 @@ class FileSource:
         try:
             container = av.open(str(self.path))
         except av.error.FFmpegError as e:
-            raise SourceError(f"file {self.path} cannot be decoded: it is not a media file ({av_reason(e)})") from None
+            why = f"it is neither a media file nor an image ({av_reason(e)})"
+            raise SourceError(f"file {self.path} cannot be decoded: {why}") from None
         self.has_video = bool(container.streams.video)
         self.has_audio = bool(container.streams.audio) and self.want_audio
         container.close()
@@ -179,6 +180,41 @@ class FileSource:
         if self._items is not None:
             self._items.close()
         self._items, self._pending = None, None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageSource(FileSource):
+    """A still image as a file source: one frame, held for one 100 ms step, so that it gives one result.
+
+    The picture is stamped twice, at t0 and just before the first step's end, because the aligner
+    takes a step only for data that covers it; a single stamp would end the stream at its start.
+    """
+
+    HOLD = 0.099  # seconds: the second stamp, inside the first step (STEP_SECONDS = 0.1)
+
+    def open(self) -> None:
+        import cv2
+
+        if not self.path.is_file():
+            raise SourceError(f"file {self.path} does not exist")
+        image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"file {self.path} cannot be read: it is not an image OpenCV can decode")
+        self.has_video, self.has_audio = True, False
+        self._items = self._still(image)
+
+    def _still(self, image: np.ndarray) -> Iterator[Frame]:
+        t0 = time.monotonic()
+        yield Frame(image, t0)
+        yield Frame(image, t0 + self.HOLD)
+
+
+def file_source(path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> FileSource:
+    """An image file (by its suffix) or a media file."""
+    cls = ImageSource if Path(path).suffix.lower() in IMAGE_SUFFIXES else FileSource
+    return cls(path, realtime=realtime, loop=loop, audio=audio)
 
 
 # --- cameras and streams through OpenCV ---------------------------------------------------
@@ -413,7 +449,7 @@ def open_sources(video: str, audio: str, realtime: bool = True, loop: bool = Fal
     if video != "none":
         if video == "sample" or video.startswith("file://"):
             path = SAMPLE_CLIP if video == "sample" else Path(video.removeprefix("file://"))
-            sources.append(FileSource(path, realtime=realtime, loop=loop, audio=file_audio))
+            sources.append(file_source(path, realtime=realtime, loop=loop, audio=file_audio))
         elif "!" in video or any(video.startswith(s) for s in VIDEO_SCHEMES):
             sources.append(OpenCVSource(video))
         else:

@@ -178,6 +178,80 @@ def run(
     run_daemon(cfg)
 
 
+@app.command()
+def analyze(
+    inputs: list[str] = typer.Argument(..., help="media or image files, folders, or globs (quote them)"),
+    out: Path = typer.Option(..., "--out", help="output folder; each input gets OUT/<name>/"),
+    model: Path | None = typer.Option(None, help="checkpoint to run (default: avemo_edge/assets/default.pt)"),
+    backend: str = typer.Option("torch", help="inference backend by name (torch, onnxruntime, tensorrt)"),
+    labels: Path | None = typer.Option(None, help="CSV of file,label giving each input's true emotion"),
+    video: bool = typer.Option(False, "--video", help="also write annotated.mp4 per input"),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's own)"),
+) -> None:
+    """A recording in; its step table, timeline picture and summary out (the daemon's pipeline, not real time)."""
+    from .analyze import analyze as run_analyze
+
+    if threads is not None:
+        if threads < 1:
+            raise AvemoError(f"--threads must be at least 1, not {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    with _progress_bar() as bar:
+        report = run_analyze(inputs, out, str(model or ""), backend, labels, _progress_factory(bar), video)
+    for r in report.results:
+        console.print(r.line(), highlight=False, markup=False, soft_wrap=True)
+    if report.accuracy is not None:
+        n = report.confusion["inputs"]
+        console.print(f"accuracy {report.accuracy:.1%} over {n} inputs with a known emotion", highlight=False)
+        table = Table(title="confusion (rows: true, columns: dominant label)")
+        table.add_column("")
+        for name in report.confusion["labels"]:
+            table.add_column(name)
+        for name, row in zip(report.confusion["labels"], report.confusion["matrix"], strict=True):
+            table.add_row(name, *map(str, row))
+        console.print(table)
+    for p, why in report.failed:
+        console.print(f"skipped {p}: {why}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{len(report.results)} analysed, {len(report.failed)} skipped; results in {out}", highlight=False)
+    if not report.results:
+        raise typer.Exit(2)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("evaluate-faces")
+def evaluate_faces_cmd(
+    folder: Path = typer.Argument(..., help="a folder laid out <folder>/<emotion>/*.png|jpg"),
+    model: Path | None = typer.Option(None, help="checkpoint to run (default: avemo_edge/assets/default.pt)"),
+    backend: str = typer.Option("torch", help="inference backend by name (torch, onnxruntime, tensorrt)"),
+    detector: bool = typer.Option(
+        True, "--detector/--no-detector", help="find and crop the face as the runtime does, or use the whole image"
+    ),
+) -> None:
+    """Visual accuracy on your own labelled face images: accuracy, macro-F1, recall per class, confusion."""
+    from .evaluate_faces import evaluate_faces
+
+    with _progress_bar() as bar:
+        ev = evaluate_faces(folder, str(model or ""), backend, detector, _progress_factory(bar))
+    say = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    for p, why in ev.unreadable:
+        say(f"skipped {p}: {why}")
+    mode = "the runtime's detector and crop" if detector else "the whole image as the face"
+    say(f"{ev.images} images, {mode}; no face found in {ev.no_face} ({ev.no_face_share:.1%})")
+    if ev.accuracy is None:
+        raise AvemoError(f"no image in {folder} gave a face to classify; try --no-detector for tight face crops")
+    say(f"accuracy {ev.accuracy:.1%}, macro-F1 {ev.macro_f1:.3f}")
+    say("recall: " + ", ".join(f"{c} {r:.1%}" for c, r in ev.recall.items()))
+    table = Table(title="confusion (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in ev.labels:
+        table.add_column(name)
+    for name, row in zip(ev.labels, ev.confusion, strict=True):
+        table.add_row(name, *map(str, row))
+    console.print(table)
+
+
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="an avemo-edge checkpoint (.pt)"),
