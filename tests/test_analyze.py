@@ -40,6 +40,9 @@ def folder(tmp_path_factory, clips, astronaut_bgr):
     (d / "happy_talk.mp4").write_bytes(clips["av"].read_bytes())  # the name gives the true emotion
     (d / "blink.mp4").write_bytes(clips["blink"].read_bytes())
     (d / "mute.mp4").write_bytes(clips["mute"].read_bytes())
+    from media import make_clip
+
+    make_clip(d / "noface.mp4", astronaut_bgr, 2.0, face_visible=lambda t: False)  # speech, never a face
     cv2.imwrite(str(d / "face.jpg"), astronaut_bgr)
     (d / "broken.mp4").write_bytes(clips["av"].read_bytes()[:300])  # a truncated file
     (d / "notes.txt").write_text("not a recording\n")
@@ -61,9 +64,9 @@ def test_folder_gives_files_per_input_and_skips_bad_ones(analyzed, folder):
     assert len(skipped) == 2
     assert any("broken.mp4" in s and "cannot be decoded" in s for s in skipped)
     assert any("notes.txt" in s and "neither a media file nor an image" in s for s in skipped)
-    assert "4 analysed, 2 skipped" in r.stdout
+    assert "5 analysed, 2 skipped" in r.stdout
     assert not (out / "broken").exists() and not (out / "notes").exists()
-    for name in ("happy_talk", "blink", "mute", "face"):
+    for name in ("happy_talk", "blink", "mute", "noface", "face"):
         d = out / name
         summary = json.loads((d / "summary.json").read_text())
         lines = (d / "steps.jsonl").read_text().splitlines()
@@ -73,7 +76,7 @@ def test_folder_gives_files_per_input_and_skips_bad_ones(analyzed, folder):
         assert abs(sum(summary["share"].values()) - 1) < 1e-3
         assert f"{folder / (name + ('.jpg' if name == 'face' else '.mp4'))}: " in r.stdout
     table = rows(out / "summary.csv")
-    assert len(table) == 6 and {Path(t["input"]).name for t in table} >= {"broken.mp4", "notes.txt"}
+    assert len(table) == 7 and {Path(t["input"]).name for t in table} >= {"broken.mp4", "notes.txt"}
     acc = json.loads((out / "accuracy.json").read_text())
     assert acc["inputs"] == 1 and "happy" in acc["labels"]  # only happy_talk has a true emotion
 
@@ -92,6 +95,9 @@ def test_step_rows_follow_the_clip(analyzed):
     summary = json.loads((out / "mute" / "summary.json").read_text())
     assert summary["face_coverage"] == 1.0 and summary["speech_coverage"] == 0.0
     assert json.loads((out / "face" / "summary.json").read_text())["steps"] == 1  # a still image: one result
+    noface = rows(out / "noface" / "steps.csv")
+    assert len(noface) == 20 and not any(int(r["face"]) for r in noface)
+    assert json.loads((out / "noface" / "summary.json").read_text())["face_coverage"] == 0.0
 
 
 def test_annotated_video_keeps_frames_and_audio(analyzed, clips):
