@@ -14,7 +14,6 @@ the shown label is right 1.0 s after speech starts compared with at the clip's e
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from avemo_edge.model import EMOTIONS
 from avemo_edge.recognizer import StreamingRecognizer
 
 from .data import RavdessCache, speech_onset_step
+from .report import write_report
 
 GAINS_DB = (0.0, -20.0, -10.0, 6.0)
 EARLY_S = 1.0  # "right by 1.0 s after speech starts"
@@ -108,12 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     r = report(args.checkpoint, args.cache, args.split)
-    text = render(r)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "audio_report.json").write_text(json.dumps(r, indent=1))
-        (args.out / "audio_report.md").write_text(text + "\n")
+    write_report(args.out, "audio_report", r, render(r))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ ones `train --set split=cvK` uses) and folds by (actor - 1) % 5.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from avemo_edge.audio import log_mel_frames
 from avemo_edge.model import EMOTIONS
 
 from .data import RavdessCache
+from .report import write_report
 from .splits import CV_TEST_FOLDS, PAPER_SPLIT
 
 ACTIVE_DB = 30.0  # frames within this many dB of the clip's loudest frame
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     r = run(args.cache)
-    text = render(r)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "baseline.json").write_text(json.dumps(r, indent=1))
-        (args.out / "baseline.md").write_text(text + "\n")
+    write_report(args.out, "baseline", r, render(r))
 
 
 if __name__ == "__main__":

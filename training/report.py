@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -34,3 +38,12 @@ def print_prepare_summary(summary: Summary, console: Console) -> None:
             console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
     else:
         console.print("skipped 0")
+
+
+def write_report(out: Path | None, stem: str, data: dict[str, Any], text: str) -> None:
+    """Print a report's markdown and, with `out`, save it as `<stem>.md` and its numbers as `<stem>.json`."""
+    print(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+        (out / f"{stem}.md").write_text(text + "\n")
