@@ -175,6 +175,23 @@ class AudioEncoder(nn.Module):
         out, state = self.lstm(self.slice_features(x), state)  # (B, T, H * directions)
         return self.proj(self.drop(out)), state
 
+    def forward_padded(self, x: torch.Tensor, lengths: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """A batch of streams of different lengths, each padded at its end: (B, T, 64, N), lengths (B,) >= 1.
+
+        The same numbers as running each stream alone for its own length (the state returned is
+        each stream's state after its last real step), with two consequences for training: the
+        CNN's batch normalisation sees only real slices (padding would distort its batch
+        statistics), and the whole batch goes through the CNN and the LSTM in one call.
+        """
+        b, t = x.shape[:2]
+        valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        feats = x.new_zeros(b, t, self.n_features)
+        feats[valid] = self.slice_features(x[valid][None])[0].to(feats.dtype)
+        packed = nn.utils.rnn.pack_padded_sequence(feats, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = self.lstm(packed, state)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)
+        return self.proj(self.drop(out)), state
+
 
 # --- fusion -------------------------------------------------------------------------------
 class FusionHead(nn.Module):
@@ -229,10 +246,18 @@ class AVEmotionNet(nn.Module):
         """(B, T, 64, N) -> (B, T, 128) and the new state; a masked step leaves the state alone."""
         if bool(mask.all()):
             return self.audio(audio, state)
-        if bool((mask == mask[:, :1]).all()):  # whole streams missing (modality dropout)
-            a, (h, c) = self.audio(audio, state)
-            keep = mask[:, 0].view(1, -1, 1)
-            return a, (torch.where(keep, h, state[0]), torch.where(keep, c, state[1]))
+        lengths = mask.sum(1)
+        steps = torch.arange(mask.shape[1], device=mask.device)[None, :]
+        if bool((mask == (steps < lengths[:, None])).all()):  # each stream present, then padding (or absent)
+            a = audio.new_zeros(*mask.shape, self.dims.embed_dim)
+            h, c = state[0].clone(), state[1].clone()
+            rows = lengths > 0
+            if bool(rows.any()):
+                sub = (state[0][:, rows].contiguous(), state[1][:, rows].contiguous())
+                a_rows, (h_rows, c_rows) = self.audio.forward_padded(audio[rows], lengths[rows], sub)
+                a[rows] = a_rows.to(a.dtype)
+                h[:, rows], c[:, rows] = h_rows.to(h.dtype), c_rows.to(c.dtype)
+            return a, (h, c)
         outs = []  # gaps inside a stream: step through so that the gaps do not touch the state
         for i in range(audio.shape[1]):
             a, (h, c) = self.audio(audio[:, i : i + 1], state)

@@ -101,3 +101,27 @@ def test_unsupported_dims_rejected_with_a_sentence(kwargs, msg):
 
 def test_seven_classes():
     assert EMOTIONS == ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def test_padded_streams_equal_each_stream_alone_and_padding_never_reaches_batch_norm():
+    """Clips of different lengths in one training batch: the padding after a short clip must not
+    change a real step (in train mode batch norm takes its statistics from the batch, so padded
+    slices would shift every step's features), and eval mode gives each stream's own numbers."""
+    torch.manual_seed(0)
+    model = AVEmotionNet(ModelDims(face_width=8))
+    x = torch.randn(3, 7, 64, 10)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5]).bool()
+    other = x.clone()
+    other[~mask] = 50.0  # different padding content
+    model.train()
+    torch.manual_seed(1)
+    a, *_ = model(None, x, audio_mask=mask)
+    torch.manual_seed(1)
+    b, *_ = model(None, other, audio_mask=mask)
+    assert torch.allclose(a[mask], b[mask], atol=1e-5)
+    model.eval()
+    logits, _, _, (h, _) = model(None, x, audio_mask=mask)
+    for i, n in enumerate((7, 4, 2)):
+        alone, _, _, (hi, _) = model(None, x[i : i + 1, :n])
+        assert torch.allclose(alone[0], logits[i, :n], atol=1e-5)
+        assert torch.allclose(hi[:, 0], h[:, i], atol=1e-5)  # the state after the stream's own last step
