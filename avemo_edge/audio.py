@@ -259,7 +259,16 @@ def log_mel_slices(
 
 # --- level and channel normalisation -------------------------------------------------------
 SILENT_FRAME = math.log10(LOG_FLOOR) + 1e-3  # a frame at or below this in every band is digital zero
-NORM_SILENCE = -6.0  # what a digitally silent frame becomes after normalisation (60 dB under the mean)
+EMPTY_BAND = 3.0  # a band whose mean is 30 dB (3 log10 units) under the running level counts as empty
+NORM_FLOOR = 3.0  # normalised values stop 30 dB under the band's mean (an empty band's: its floor)
+NORM_SILENCE = -NORM_FLOOR  # what every frame becomes before the stream's first sound
+GATE_DB = 30.0  # a frame more than this under the running level does not move the mean (pauses)
+RESET_DB = 25.0  # a frame this far above the running level restarts the mean (speech after silence)
+
+
+def _frame_level_db(frame: torch.Tensor) -> float:
+    """Summed mel power of one (64,) log10 frame, in dB (any fixed reference: only differences matter)."""
+    return float(10.0 * torch.log10((10.0 ** frame.double()).sum()))
 
 
 class LevelNormalizer:
@@ -268,11 +277,24 @@ class LevelNormalizer:
     A gain of g dB adds g / 10 to every log10 band; a fixed microphone or room EQ adds a constant
     per band. Subtracting a running per-band mean removes both (the sliding-window cepstral mean
     normalisation of speech recognisers): the network sees the voice relative to the last few
-    seconds of the same stream, never its absolute level. The mean is a cumulative average over
-    the first `tau_s` seconds of non-silent frames, then an exponential average with that time
-    constant. Each step's 5 new frames update it; the whole 10-frame slice is then expressed
-    against the mean after this step. Digitally silent frames (the stream's zero lead-in, a muted
-    input) neither update it nor depend on it: they become NORM_SILENCE.
+    seconds of the same stream, never its absolute level. Every rule is relative, so that gain
+    cannot change what the network sees:
+    - the mean is a cumulative average, then an exponential one with time constant `tau_s`, of
+      the frames within GATE_DB of the running level (the mean frame level of the frames that
+      made the mean): pauses do not drag it down;
+    - a frame RESET_DB above the running level restarts it (speech after a silent lead-in: the
+      lead-in's mean would otherwise weigh on the first seconds of speech);
+    - the output stops NORM_FLOOR (30 dB) under the band's mean, and a band whose mean is
+      EMPTY_BAND (30 dB) under the running level (the frames' summed power) is measured against
+      that level instead: so bands near the front end's absolute floor (empty bands, very quiet
+      pauses at low gain, where log10 meets LOG_FLOOR) look the same at any gain, while a static
+      EQ of the bands that carry sound still cancels; digitally silent frames (a zero lead-in, a
+      muted input) become the floor without moving the mean.
+    From the first frame RESET_DB above a quiet lead-in (in speech: the onset) the output does not
+    depend on the gain at all (tests/test_audio.py). Only a lead-in whose quietest bands sit at the
+    front end's absolute floor can differ with the gain: there the floor is absolute.
+    Each step's 5 new frames update the state; the whole 10-frame slice is then expressed against
+    the mean after this step.
     """
 
     def __init__(self, tau_s: float) -> None:
@@ -283,22 +305,31 @@ class LevelNormalizer:
 
     def reset(self) -> None:
         self.mean: torch.Tensor | None = None
+        self.level = 0.0  # running level (dB) of the frames in the mean
         self.frames = 0
+
+    def _update(self, frame: torch.Tensor) -> None:
+        level = _frame_level_db(frame)
+        if self.mean is None or level > self.level + RESET_DB:
+            self.mean, self.level, self.frames = frame.clone(), level, 1
+            return
+        if level < self.level - GATE_DB:
+            return
+        self.frames += 1
+        w = max(1.0 / self.frames, self.min_weight)
+        self.level += w * (level - self.level)
+        self.mean += w * (frame - self.mean)
 
     def __call__(self, mel_slice: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(mel_slice), dtype=torch.float32)  # (64, 10)
         silent = (x <= SILENT_FRAME).all(0)  # (10,)
         for j in range(x.shape[1] - FRAMES_PER_STEP, x.shape[1]):
-            if silent[j]:
-                continue
-            self.frames += 1
-            if self.mean is None:
-                self.mean = x[:, j].clone()
-            else:
-                self.mean += max(1.0 / self.frames, self.min_weight) * (x[:, j] - self.mean)
+            if not silent[j]:
+                self._update(x[:, j])
         if self.mean is None:
             return torch.full_like(x, NORM_SILENCE)
-        return torch.where(silent[None, :], torch.full_like(x, NORM_SILENCE), x - self.mean[:, None])
+        ref = self.mean.clamp_min(self.level / 10.0 - EMPTY_BAND)[:, None]  # (64, 1)
+        return torch.maximum(x - ref, torch.full_like(x, -NORM_FLOOR))  # digital zero: the floor
 
 
 def normalize_slices(slices: torch.Tensor, tau_s: float) -> torch.Tensor:

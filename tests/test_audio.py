@@ -161,11 +161,13 @@ def test_slice_level_matches_rms_within_0_3_db(kind):
     assert max(abs(v - rms_db) for v in levels) < 0.3
 
 
-def _speechy(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """A second of near-silence (room noise), then a pitched, amplitude-modulated tone complex."""
+def _speechy(seconds: float = 3.0, seed: int = 0, broadband: bool = False) -> np.ndarray:
+    """A second of near-silence (room noise), then a pitched, amplitude-modulated tone complex
+    (broadband: amplitude-modulated white noise, sound in every band)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * A.SAMPLE_RATE)) / A.SAMPLE_RATE
-    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    voice = 0.5 * rng.standard_normal(t.size) if broadband else 0.0
+    voice = voice + sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     voice[t < 1.0] = 0.0
     return (0.1 * voice + 1e-4 * rng.standard_normal(t.size)).astype(np.float32)
 
@@ -175,16 +177,21 @@ def test_level_normalizer_removes_gain(gain_db):
     x = _speechy()
     ref = A.normalize_slices(A.log_mel_slices(x), 3.0)
     got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0)
-    assert float((got - ref).abs().max()) < 1e-3  # log10 units: 0.01 dB
+    onset = 11  # the first step whose new frames are all voice (the lead-in may meet the log floor)
+    assert float((got[onset:] - ref[onset:]).abs().max()) < 1e-3  # log10 units: 0.01 dB
 
 
 def test_level_normalizer_removes_static_eq_and_is_causal():
-    x = _speechy()
+    # sound in every band: an EQ cancels in the bands that carry sound (an empty band is
+    # measured against the stream's level instead, which an EQ of that band does not move)
+    x = _speechy(broadband=True)
     slices = A.log_mel_slices(x)
-    tilt = torch.linspace(-0.5, 0.5, A.N_MELS)[None, :, None]  # +-5 dB across the bands
+    tilt = torch.linspace(-0.3, 0.3, A.N_MELS)[None, :, None]  # +-3 dB across the bands
     eq = torch.where(slices > A.SILENT_FRAME, slices + tilt, slices)  # a microphone EQs sound, not digital zero
     ref, got = A.normalize_slices(slices, 3.0), A.normalize_slices(eq, 3.0)
-    assert float((got - ref).abs().max()) < 1e-4
+    # from the voice's onset, in the bands above 60 Hz (the three lowest sit at the empty-band
+    # threshold, where a tilt of -3 dB moves them across it)
+    assert float((got[11:, 3:] - ref[11:, 3:]).abs().max()) < 1e-4
     # a step's output depends on the past only: changing the future leaves it alone
     changed = slices.clone()
     changed[20:] += 1.0
@@ -203,3 +210,19 @@ def test_level_normalizer_silence_and_reset():
     assert norm.mean is None and norm.frames == 0
     with pytest.raises(ValueError, match="time constant"):
         A.LevelNormalizer(0.0)
+
+
+@pytest.mark.parametrize("gain_db", [-20.0, -10.0, 6.0])
+def test_level_normalizer_removes_gain_near_the_log_floor(gain_db):
+    """RAVDESS-like recordings: speech at -40 dBFS, pauses of dithered near-silence (about -125 dBFS)
+    whose quietest bands meet the front end's log floor once the gain drops. From the speech onset
+    on, the normalised stream must not depend on the gain."""
+    rng = np.random.default_rng(3)
+    t = np.arange(4 * A.SAMPLE_RATE) / A.SAMPLE_RATE
+    voice = sum(np.sin(2 * np.pi * 180 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    voice[(t < 1.0) | ((t > 2.0) & (t < 2.5))] = 0.0  # a lead-in and a pause
+    x = (0.01 * voice + 3e-7 * rng.standard_normal(t.size)).astype(np.float32)
+    ref = A.normalize_slices(A.log_mel_slices(x), 3.0)
+    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0)
+    onset = 11  # step 10 ends at 1.1 s: the first whose new frames are all speech
+    assert float((got[onset:] - ref[onset:]).abs().max()) < 1e-3
