@@ -167,7 +167,8 @@ def _speechy(seconds: float = 3.0, seed: int = 0, broadband: bool = False) -> np
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * A.SAMPLE_RATE)) / A.SAMPLE_RATE
     voice = 0.5 * rng.standard_normal(t.size) if broadband else 0.0
-    voice = voice + sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    tones = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    voice = (voice + tones) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     voice[t < 1.0] = 0.0
     return (0.1 * voice + 1e-4 * rng.standard_normal(t.size)).astype(np.float32)
 

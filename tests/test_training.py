@@ -255,3 +255,34 @@ def test_face_augmentation_and_spec_augment_shapes():
     slices = torch.randn(30, 64, 10)
     masked = spec_augment(slices, 8, 3, np.random.default_rng(2))
     assert masked.shape == slices.shape and (masked == 0).any() and torch.equal(slices, slices.clone())
+
+
+def test_pooled_ce_is_the_ce_of_the_mean_logits_of_taught_steps():
+    from avemo_edge.model import AVEmotionNet
+    from training.config import TrainConfig
+    from training.data import Item, collate_clips
+    from training.train import clip_forward
+
+    torch.manual_seed(0)
+    model = AVEmotionNet().eval()
+    items = [Item(None, torch.zeros(n, dtype=torch.bool), torch.randn(n, 64, 10), torch.ones(n, dtype=torch.bool),
+                  c, str(c), onset=o) for n, c, o in ((6, 2, 2), (3, 4, 0))]  # fmt: skip
+    batch = collate_clips(items)
+    cfg = TrainConfig(bf16=False, tcs_weight=0.0, step_ce_weight=0.0, pooled_ce_weight=1.0, ce_from_onset=True)
+    with torch.no_grad():
+        logits = model(None, batch["audio"], batch["face_mask"], batch["audio_mask"] & batch["valid"])[0]
+        out = clip_forward(model, batch, cfg)
+    pooled = torch.stack([logits[0, 2:6].mean(0), logits[1, :3].mean(0)])  # no lead-in, no padding
+    want = torch.nn.functional.cross_entropy(pooled, torch.tensor([2, 4])).item()
+    assert out["loss"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_log_gain_matches_the_front_end_on_the_waveform():
+    from avemo_edge.audio import log_mel_slices
+    from training.augment import log_gain
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.zeros(3200), 0.05 * rng.standard_normal(16000)]).astype(np.float32)  # zero lead-in
+    for g in (-20.0, 6.0):
+        want = log_mel_slices(x * np.float32(10 ** (g / 20)))
+        assert float((log_gain(log_mel_slices(x), g) - want).abs().max()) < 1e-3

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from avemo_edge.audio import SAMPLE_RATE, resample
+from avemo_edge.audio import LOG_FLOOR, SAMPLE_RATE, resample
 
 
 def augment_face(
@@ -108,3 +108,9 @@ def spec_augment(slices: torch.Tensor, max_bands: int, max_steps: int, rng: np.r
             s0 = int(rng.integers(0, t - w + 1))
             x[s0 : s0 + w] = 0.0
     return x
+
+
+def log_gain(slices: torch.Tensor, gain_db: float) -> torch.Tensor:
+    """A gain of `gain_db` applied to log10 mel slices: +gain/10 per band, floored as the front end floors."""
+    floor = math.log10(LOG_FLOOR)
+    return torch.where(slices <= floor, slices, (slices + gain_db / 10.0).clamp_min(floor))

@@ -65,6 +65,9 @@ class TrainConfig:
     # also shown at every step, so the mean per-step CE can be added (and is the default).
     clip_ce_weight: float = 0.0
     step_ce_weight: float = 1.0
+    # Cross-entropy on the clip's mean logits over its taught steps (clip-level pooling of the
+    # stream's outputs, training only: the device's smoothing averages the per-step outputs too)
+    pooled_ce_weight: float = 0.0
     # augmentation
     augment: bool = True
     face_flip_p: float = 0.5

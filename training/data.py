@@ -131,6 +131,7 @@ class ClipDataset(Dataset):
             self.face_pool = face_cache.by_class(face_split)
         self.seed = seed
         self.epoch = 0
+        self._slice_memo: dict[str, torch.Tensor] = {}
         # Fixed pairing for evaluation: clip i always meets the same face image.
         self._eval_rng = np.random.default_rng(seed + 1)
         self._eval_faces = (
@@ -151,20 +152,38 @@ class ClipDataset(Dataset):
             np.random.default_rng((self.seed, self.epoch, i)) if self.train else np.random.default_rng((self.seed, i))
         )
 
+    def _clean_slices(self, clip: dict) -> torch.Tensor:
+        """The clip's slices without waveform augmentation, computed once per dataset."""
+        key = clip["key"]
+        if key not in self._slice_memo:
+            self._slice_memo[key] = log_mel_slices(self.cache.waveform(clip))
+        return self._slice_memo[key]
+
     def _audio(self, clip: dict, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        """The clip's slices as the runtime's front end gives them (T, 64, 10), and its speech onset step."""
-        x = self.cache.waveform(clip)
+        """The clip's slices as the runtime's front end gives them (T, 64, 10), and its speech onset step.
+
+        Waveform augmentation (shift, pitch, noise) runs the front end on the changed samples;
+        a clip that draws none of them reuses its memoised slices. Gain is applied to the log-mel
+        (a gain of g dB adds g / 10 to every log10 band, floored as the front end floors it).
+        """
         c = self.cfg
         train = self.train and c.augment
-        if train:
-            x = aug.shift(x, c.audio_shift_s, rng)
-            if rng.random() < c.audio_pitch_p:
+        shift = train and c.audio_shift_s > 0
+        pitch = train and rng.random() < c.audio_pitch_p
+        noise = train and rng.random() < c.audio_noise_p
+        if shift or pitch or noise:
+            x = self.cache.waveform(clip)
+            if shift:
+                x = aug.shift(x, c.audio_shift_s, rng)
+            if pitch:
                 x = aug.pitch_shift(x, c.audio_pitch_semitones, rng)
-            if rng.random() < c.audio_noise_p:
+            if noise:
                 x = aug.add_noise(x, c.audio_noise_snr_db, rng)
-            if c.audio_gain_db:
-                x = x * np.float32(10 ** (rng.uniform(-c.audio_gain_db, c.audio_gain_db) / 20))
-        slices = log_mel_slices(x)
+            slices = log_mel_slices(x)
+        else:
+            slices = self._clean_slices(clip)
+        if train and c.audio_gain_db:
+            slices = aug.log_gain(slices, float(rng.uniform(-c.audio_gain_db, c.audio_gain_db)))
         onset = speech_onset_step(slices)
         slices = normalize_slices(slices, c.audio_norm_s)
         if train and (c.spec_freq_mask or c.spec_time_mask):

@@ -134,6 +134,10 @@ def clip_forward(
     ce = cfg.step_ce_weight * _ce(logits[taught], labels[taught], weight, smoothing)
     if cfg.clip_ce_weight:
         ce = ce + cfg.clip_ce_weight * _ce(last_logits, batch["labels"], weight, smoothing)
+    if cfg.pooled_ce_weight:
+        w = taught.to(logits.dtype)[..., None]
+        pooled = (logits * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, 7): mean logits of the taught steps
+        ce = ce + cfg.pooled_ce_weight * _ce(pooled, batch["labels"], weight, smoothing)
     return {"loss": ce + cfg.tcs_weight * tcs, "ce": ce, "tcs": tcs, "logits": logits, "active": active,
             "last_logits": last_logits, "alpha": alpha, "beta": beta}  # fmt: skip
 
