@@ -144,7 +144,9 @@ class Daemon:
                 s.open()
                 s.close()
         try:
-            backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+            # warm-up happens in the constructor; onnxruntime's TensorRT provider builds engines on a first start
+            with self.notifier.slow_start(f"loading {model_path.name} on the {cfg.model.backend} backend"):
+                backend = create_backend(cfg.model.backend, str(model_path))
         except ImportError as e:  # a configuration error: restarting cannot install a package
             raise BackendUnavailableError(
                 f"backend {cfg.model.backend!r} cannot start here: the Python module {e.name or str(e)!r} is missing "

@@ -19,6 +19,14 @@ torch.export-based one (`torch.onnx.export(..., dynamo=True, dynamic_shapes=...)
 checks it). At opset 17 and below, the default (TensorRT 8.5, JetPack 5, reads up to 17), or
 without onnxscript, the TorchScript-based one (`dynamo=False`), which also emits a native `LSTM`.
 The manifest records which exporter made the graphs.
+
+Example inputs must be distinct tensors. torch.export binds parameters that receive the same
+tensor object to one graph input (pytorch/pytorch#139646, #144683): with `(emb, emb, on, on)` the
+dynamo-exported fusion head read `audio_emb` and `audio_mask` for both branches and left
+`visual_emb` and `face_mask` unused, which no single forward at those inputs can show (both
+branches were equal there) and the streaming parity did (max abs 0.27). `graph_modules` makes a
+tensor per input, `to_onnx` clones any argument that shares storage with an earlier one, and a
+graph that leaves one of its inputs unused is refused.
 """
 
 from __future__ import annotations
@@ -81,8 +89,10 @@ def graph_modules(model: AVEmotionNet) -> dict[str, tuple[nn.Module, tuple[torch
     state = model.init_state(b)
     face = torch.rand(b, d.face_channels, d.face_size, d.face_size)
     mel = torch.randn(b, d.n_mels, d.slice_frames) - 4.0
-    emb = torch.randn(b, d.embed_dim)
-    on = torch.ones(b)
+    # One tensor per input, with different values: torch.export ties inputs given the same tensor
+    # (module docstring), and the masks differ so that neither branch is the other's copy.
+    v_emb, a_emb = torch.randn(b, d.embed_dim), torch.randn(b, d.embed_dim)
+    face_mask, audio_mask = (torch.arange(b) % 2 == 0).float(), torch.ones(b)
     first = {"face": 0, "visual_emb": 0, "mel": 0, "audio_emb": 0, "face_mask": 0, "audio_mask": 0}
     first.update(logits=0, alpha=0, beta=0)
     second = {"h_in": 1, "c_in": 1, "h_out": 1, "c_out": 1}  # (layers, batch, hidden)
@@ -94,7 +104,7 @@ def graph_modules(model: AVEmotionNet) -> dict[str, tuple[nn.Module, tuple[torch
     return {
         "visual_encoder": (model.visual, (face,), axes("visual_encoder")),
         "audio_step": (AudioStep(model.audio), (mel, *state), axes("audio_step")),
-        "fusion_head": (FusionStep(model.fusion), (emb, emb, on, on), axes("fusion_head")),
+        "fusion_head": (FusionStep(model.fusion), (v_emb, a_emb, face_mask, audio_mask), axes("fusion_head")),
     }
 
 
@@ -154,9 +164,41 @@ def _torchscript_export(
     return onnx.load_from_string(buf.getvalue())
 
 
+def untie(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The arguments with a copy in place of each one that shares memory with an earlier one.
+
+    torch.export gives arguments that alias each other one graph input (pytorch/pytorch#139646):
+    the exported graph would read one of them for all.
+    """
+    seen: set[int] = set()
+    out = []
+    for a in args:
+        ptr = a.untyped_storage().data_ptr()
+        out.append(a.clone() if ptr in seen else a)
+        seen.add(ptr)
+    return tuple(out)
+
+
+def unused_inputs(model: Any) -> list[str]:
+    """Graph inputs that no node (subgraphs included) reads and no output is (initializers excepted)."""
+
+    def nodes(graph: Any) -> Any:
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    yield from nodes(sub)
+
+    read = {name for node in nodes(model.graph) for name in node.input}
+    read |= {o.name for o in model.graph.output}
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in read and i.name not in inits]
+
+
 def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes: dict[str, Any], opset: int) -> Any:
     """Export one module to an in-memory ONNX ModelProto with the contract's tensor names."""
     io_names = GRAPHS[graph]
+    args = untie(args)
     if exporter_for(opset) == "dynamo":
         model = _dynamo_export(module, args, graph, axes, opset)
     else:
@@ -178,6 +220,14 @@ def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str, axes:
     got_out = [o.name for o in model.graph.output]
     if got_in != list(io_names.inputs) or got_out != list(io_names.outputs):
         raise ExportError(f"the {graph} graph came out with inputs {got_in} and outputs {got_out}, not {io_names}")
+    unused = unused_inputs(model)
+    if unused:
+        exporter = exporter_for(opset)
+        hint = "export at opset 17 (the TorchScript exporter)" if exporter == "dynamo" else "please report it"
+        raise ExportError(
+            f"the {exporter} exporter's {graph} graph never reads its input(s) {', '.join(unused)}, "
+            f"so it cannot compute what torch does; {hint}"
+        )
     return model
 
 

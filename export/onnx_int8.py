@@ -10,6 +10,12 @@ would lose more accuracy than the head saves in time).
 Calibration data (`export.stream.calibration_set`): FER+ training faces and RAVDESS Actors
 02-06 log-mel slices, each slice with the LSTM state the fp32 model reaches at that point of its
 clip. Its accuracy cost is measured by `--verify` against torch fp32 on a separate stream.
+
+Graphs at opset 18 and later (the dynamo exporter's) skip onnxruntime's symbolic shape
+inference in the pre-processing step and keep ONNX's own: it has no rule for `ReduceL2`, whose
+axes became an input at opset 18, loses the visual embedding's L2-norm shape and stops with a
+TypeError in its `Expand` rule (seen with onnxruntime 1.32). Every dimension but the batch is static here,
+which ONNX's shape inference resolves alone.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ def _feeds(graph: str, cal: Calibration) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], symbolic_shapes: bool = True) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -65,7 +71,8 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))  # shape inference and graph clean-up, as onnxruntime advises
+        # shape inference and graph clean-up, as onnxruntime advises (symbolic: see the module docstring)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=not symbolic_shapes)
         quantize_static(
             str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -103,7 +110,7 @@ def export_int8(
         src = source_dir / source["graphs"][graph]["file"]
         dst = out_dir / f"{graph}.onnx"
         if graph in QUANTIZED:
-            quantize_graph(src, dst, _feeds(graph, cal))
+            quantize_graph(src, dst, _feeds(graph, cal), symbolic_shapes=source["opset"] < 18)
             rec = save_onnx(onnx.load(str(dst)), dst, manifest, graph, fmt.name, t0)
         else:  # the fp32 graph, with this format's metadata
             rec = save_onnx(onnx.load(str(src)), dst, manifest, graph, fmt.name, t0)

@@ -271,6 +271,36 @@ def test_notifier_sends_datagrams(tmp_path):
     server.close()
 
 
+def test_notifier_extends_the_start_timeout_while_the_model_loads(tmp_path, caplog):
+    """EXTEND_TIMEOUT_USEC= (sd_notify(3)) while onnxruntime's TensorRT provider may build engines, capped."""
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(0.3)
+    n = Notifier({"NOTIFY_SOCKET": path})
+    n.extend_timeout(120, "building engines")
+    assert server.recv(200) == b"EXTEND_TIMEOUT_USEC=120000000\nSTATUS=building engines"
+    with n.slow_start("loading m.pt on the onnxruntime backend", extend_s=0.2):
+        time.sleep(0.35)  # sent at 0, 0.1, 0.2, 0.3 s
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(server.recv(200).decode())
+    assert 2 <= len(got) <= 5  # repeated while the block runs, and not after it (a loaded machine wakes late)
+    prefix = "EXTEND_TIMEOUT_USEC=200000\nSTATUS=loading m.pt on the onnxruntime backend ("
+    assert all(m.startswith(prefix) for m in got)
+    with n.slow_start("hung", extend_s=0.1, limit_s=0.12):  # a load that hangs is not extended for ever
+        time.sleep(0.6)
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(server.recv(200).decode())
+    assert 1 <= len(got) <= 3 and any("no longer extending" in r.getMessage() for r in caplog.records)
+    with Notifier({}).slow_start("not under systemd"):  # nothing sent, no thread
+        pass
+    server.close()
+
+
 def test_publisher_queue_drops_the_oldest_and_counts():
     class Stuck(QueuedPublisher):
         def _ready(self):
@@ -383,6 +413,8 @@ def test_watchdog_is_fed_while_every_source_is_retrying(random_model, tmp_path, 
         }
     )
     texts = _watchdog_pings(tmp_path, cfg, 2.5, monkeypatch)
+    assert texts[0].startswith("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=loading ")  # while the backend starts
+    assert "EXTEND_TIMEOUT_USEC" not in "".join(texts[next(i for i, t in enumerate(texts) if t.startswith("READY")) :])
     waiting = next(i for i, t in enumerate(texts) if "waiting: every source is retrying" in t)
     assert "WATCHDOG=1" in texts[waiting:] and not any("stalled" in t for t in texts)
 
