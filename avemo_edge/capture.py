@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import AvemoError, RestartableError
+from .errors import AvemoError, RestartableError, path_problem
 from .media import audio_array, av_reason
 
 log = logging.getLogger("avemo_edge")
@@ -108,8 +108,7 @@ class FileSource:
     def open(self) -> None:
         import av
 
-        if not self.path.is_file():
-            raise SourceError(f"file {self.path} does not exist")
+        _check_file(self.path)
         try:
             container = av.open(str(self.path))
         except av.error.FFmpegError as e:
@@ -197,8 +196,7 @@ class ImageSource(FileSource):
     def open(self) -> None:
         import cv2
 
-        if not self.path.is_file():
-            raise SourceError(f"file {self.path} does not exist")
+        _check_file(self.path)
         image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"file {self.path} cannot be read: it is not an image OpenCV can decode")
@@ -209,6 +207,29 @@ class ImageSource(FileSource):
         t0 = time.monotonic()
         yield Frame(image, t0)
         yield Frame(image, t0 + self.HOLD)
+
+
+def _check_file(path: Path) -> None:
+    problem = path_problem(path)
+    if problem:
+        raise SourceError(f"file {path} {problem}")
+
+
+def file_uri_path(uri: str) -> Path:
+    """The path a file:// URI names: percent-decoded, with ``file://localhost/...`` as ``file:///...``.
+
+    ``file://clip.mp4`` (no third slash) stays a path relative to the working folder. A name that
+    really holds a '%' (``50%25.mp4`` on disk as written) is kept when only the raw one exists.
+    """
+    from urllib.parse import unquote
+
+    raw = uri.removeprefix("file://")
+    if raw.startswith("localhost/"):
+        raw = raw.removeprefix("localhost")
+    decoded = unquote(raw)
+    if decoded != raw and not os.path.lexists(decoded) and os.path.lexists(raw):
+        return Path(raw)
+    return Path(decoded)
 
 
 def file_source(path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> FileSource:
@@ -448,7 +469,7 @@ def open_sources(video: str, audio: str, realtime: bool = True, loop: bool = Fal
     file_audio = audio == "auto"
     if video != "none":
         if video == "sample" or video.startswith("file://"):
-            path = SAMPLE_CLIP if video == "sample" else Path(video.removeprefix("file://"))
+            path = SAMPLE_CLIP if video == "sample" else file_uri_path(video)
             sources.append(file_source(path, realtime=realtime, loop=loop, audio=file_audio))
         elif "!" in video or any(video.startswith(s) for s in VIDEO_SCHEMES):
             sources.append(OpenCVSource(video))

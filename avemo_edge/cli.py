@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import AvemoError, RestartableError
@@ -30,7 +31,7 @@ def doctor() -> None:
     for col in ("what", "status", "detail"):
         table.add_column(col)
     for row in report():
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # plain text: "avemo-edge[mic]" is not Rich markup
     console.print(table)
 
 
@@ -366,8 +367,6 @@ def main() -> None:
     try:
         app()
     except AvemoError as e:
-        from rich.markup import escape
-
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         raise SystemExit(1 if isinstance(e, RestartableError) else 2) from None
 

@@ -53,3 +53,33 @@ def test_stalled_http_stream_is_reopened_without_crashing():
     opens, lost, items, abandoned = map(int, r.stdout.split())
     assert opens >= 2 and lost >= 1 and items >= 2  # frames came, the stall was noticed and the stream reopened
     assert abandoned >= 1  # the reader blocked in the stalled read was left with its own capture
+
+
+# --- issue #16 rows 13 and 14 -------------------------------------------------------------------
+def test_file_uris_are_percent_decoded_and_accept_localhost(tmp_path):
+    from avemo_edge.capture import file_uri_path, open_sources
+
+    spaced = tmp_path / "my clip #1.mp4"
+    spaced.write_bytes(b"")
+    assert file_uri_path(f"file://{tmp_path}/my%20clip%20%231.mp4") == spaced
+    assert file_uri_path(f"file://localhost{tmp_path}/my%20clip%20%231.mp4") == spaced
+    assert file_uri_path(f"file://{spaced}") == spaced  # already decoded: kept
+    literal = tmp_path / "50%25.mp4"  # a name that really holds "%25"
+    literal.write_bytes(b"")
+    assert file_uri_path(f"file://{literal}") == literal
+    assert file_uri_path("file://clip.mp4") == Path("clip.mp4")  # relative to the working folder, as before
+    (source,) = open_sources(f"file://localhost{tmp_path}/my%20clip%20%231.mp4", "none")
+    assert source.path == spaced
+
+
+def test_a_directory_is_a_directory_not_missing(tmp_path):
+    import pytest
+
+    from avemo_edge.capture import SourceError, file_source
+
+    for name in ("folder.mp4", "folder.png"):  # FileSource and ImageSource
+        (tmp_path / name).mkdir()
+        with pytest.raises(SourceError, match=rf"file {tmp_path}/{name} is a directory, not a file"):
+            file_source(tmp_path / name).open()
+    with pytest.raises(SourceError, match="does not exist"):
+        file_source(tmp_path / "missing.mp4").open()

@@ -24,3 +24,17 @@ def test_cli_help_and_doctor():
     assert r.returncode == 0 and "doctor" in r.stdout
     r = subprocess.run([sys.executable, "-m", "avemo_edge.cli", "doctor"], capture_output=True, text=True)
     assert r.returncode == 0 and "backend torch cpu" in r.stdout and "face detector" in r.stdout
+
+
+def test_doctor_prints_extras_in_brackets(monkeypatch):
+    """Rich took "[mic]" in "pip install 'avemo-edge[mic]'" for markup and printed "install avemo-edge" (#16 row 13)."""
+    from typer.testing import CliRunner
+
+    import avemo_edge.doctor as doctor
+    from avemo_edge.cli import app
+
+    hint = "pyaudio not importable (ModuleNotFoundError); pip install 'avemo-edge[mic]'"
+    monkeypatch.setattr(doctor, "report", lambda: [("microphones", "unavailable", hint), ("[bold]x", "ok", "")])
+    r = CliRunner().invoke(app, ["doctor"])
+    text = " ".join(r.stdout.replace("│", " ").split())  # the table may wrap a cell over two lines
+    assert r.exit_code == 0 and "pip install 'avemo-edge[mic]'" in text and "[bold]x" in text, r.stdout
