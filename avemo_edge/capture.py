@@ -87,15 +87,22 @@ class Source(Protocol):
 
 
 # --- files through PyAV -------------------------------------------------------------------
+# FFmpeg demuxers that render a text file as video ("ANSI art"): a .txt read this way is not a recording.
+TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+
 class FileSource:
     """Video frames and audio blocks of a media file, stamped t0 + pts on the monotonic clock.
 
     In real time the reader sleeps until each item's stamp; otherwise the stamps run ahead of the
     clock and the consumer paces the reader (see `Aligner.wait_for_room`). With `loop` the file
-    starts again at its end and the stamps go on without a jump.
+    starts again at its end and the stamps go on without a jump. A file with a single video frame
+    and no sound (a still image PyAV reads, whatever its name) is held for one step, as
+    `ImageSource` does.
     """
 
     live = False
+    HOLD = 0.099  # seconds: a still picture's second stamp, inside the first step (STEP_SECONDS = 0.1)
 
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> None:
         self.path, self.realtime, self.loop, self.want_audio = Path(path), realtime, loop, audio
@@ -114,9 +121,15 @@ class FileSource:
         except av.error.FFmpegError as e:
             why = f"it is neither a media file nor an image ({av_reason(e)})"
             raise SourceError(f"file {self.path} cannot be decoded: {why}") from None
+        except OSError as e:  # unreadable (permissions): FFmpeg says so as an OSError
+            raise SourceError(f"file {self.path} cannot be read ({e.strerror or e})") from None
+        fmt = container.format.name
         self.has_video = bool(container.streams.video)
         self.has_audio = bool(container.streams.audio) and self.want_audio
         container.close()
+        if fmt in TEXT_FORMATS:
+            why = f"it is neither a media file nor an image (FFmpeg reads it as text art, format {fmt!r})"
+            raise SourceError(f"file {self.path} cannot be decoded: {why}")
         if not self.has_video and not self.has_audio:
             raise SourceError(f"file {self.path} has neither a video nor an audio stream")
         self._items = self._decode()
@@ -127,6 +140,7 @@ class FileSource:
         offset, t0 = 0.0, time.monotonic()
         while True:
             end = 0.0
+            frames, last = 0, None
             try:
                 self._container = container = av.open(str(self.path))
                 streams = list(container.streams.video[:1])
@@ -142,6 +156,7 @@ class FileSource:
                             item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
                             rate = packet.stream.average_rate
                             end = max(end, t + (float(1 / rate) if rate else 0.0))
+                            frames, last = frames + 1, item
                         else:
                             item = AudioBlock(audio_array(frame), frame.sample_rate, t)
                             end = max(end, item.end)
@@ -153,6 +168,8 @@ class FileSource:
             finally:
                 container.close()
                 self._container = None
+            if frames == 1 and not self.has_audio and not self.loop and offset == 0:
+                yield Frame(last.image, last.t + self.HOLD)  # a still image: held for one step
             if not self.loop or end <= t0 + offset:
                 return
             offset = end - t0
@@ -190,8 +207,6 @@ class ImageSource(FileSource):
     The picture is stamped twice, at t0 and just before the first step's end, because the aligner
     takes a step only for data that covers it; a single stamp would end the stream at its start.
     """
-
-    HOLD = 0.099  # seconds: the second stamp, inside the first step (STEP_SECONDS = 0.1)
 
     def open(self) -> None:
         import cv2

@@ -211,6 +211,12 @@ class Daemon:
         failed += [w.error for w in needed if w.error is not None]
         if failed:
             raise failed[0]
+        if summary.steps == 0 and reason == "end of stream":  # policy (docs/DESIGN.md): never a silent 0
+            uris = ", ".join(s.uri for s in sources)
+            raise SourceError(
+                f"{uris} ended before one 100 ms step: it holds less than 100 ms of video or audio this runtime "
+                "can decode"
+            )
         return summary
 
     def _worker(self, source: Source, aligner: Aligner) -> SourceWorker:

@@ -416,3 +416,37 @@ def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_pa
     cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "-c", str(m)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- issue #16 row 12: a still image, a text file, a source that gives no step ----------------
+def test_still_image_without_an_image_suffix_gives_one_step(tmp_path, random_model, astronaut_bgr):
+    import cv2
+
+    still = tmp_path / "snapshot.bin"  # PyAV reads it (png_pipe), not ImageSource: one frame, no sound
+    still.write_bytes(cv2.imencode(".png", astronaut_bgr)[1].tobytes())
+    summary, msgs = run_file(still, random_model, tmp_path)
+    assert summary.steps == 1 and len(msgs) == 1 and msgs[0]["face"] and not msgs[0]["audio"]
+
+
+def test_text_file_that_ffmpeg_reads_as_video_is_refused(tmp_path, random_model):
+    from avemo_edge.capture import SourceError
+
+    text = tmp_path / "notes.txt"  # long enough for FFmpeg's tty demuxer to take it as ANSI art video
+    text.write_text((Path(__file__).parents[1] / "README.md").read_text())
+    cfg = parse_config({"source": {"video": f"file://{text}", "realtime": False}, "model": {"path": str(random_model)}})
+    pub = Collect()
+    refused = r"notes\.txt cannot be decoded: it is neither a media file nor an image .*'tty'"
+    with pytest.raises(SourceError, match=refused):
+        Daemon(cfg, publisher=pub).run()  # before the fix: 18 steps of rendered text, exit 0
+    assert pub.messages == []
+
+
+def test_source_that_gives_no_step_is_an_error_not_a_silent_zero(tmp_path, random_model):
+    from media import write_wav
+
+    from avemo_edge.capture import SourceError
+
+    wav = write_wav(tmp_path / "blip.wav", seconds=0.03)  # 30 ms of sound: less than one step
+    cfg = parse_config({"source": {"video": f"file://{wav}", "realtime": False}, "model": {"path": str(random_model)}})
+    with pytest.raises(SourceError, match=r"blip\.wav ended before one 100 ms step"):
+        Daemon(cfg, publisher=Collect()).run()
