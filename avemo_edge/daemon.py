@@ -124,6 +124,7 @@ class Daemon:
         self.source_states: dict[str, dict[str, str]] = {}
         self._status_dirty = threading.Event()
         self._health = "ok"
+        self._drain = threading.Event()  # a file failed mid-way: take the steps already decoded, then stop
 
     # --- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -245,7 +246,10 @@ class Daemon:
                 tail = "; going on visual only" if kind == "audio" and visual else ""
                 log.error("source %s failed: %s%s", uri, detail, tail)
                 if kind == "video" or not visual:  # an audio-only service without its audio cannot work
-                    self.stop()
+                    if isinstance(source, FileSource):
+                        self._drain.set()  # the steps it already gave are taken first, then the daemon stops
+                    else:
+                        self.stop()
             elif state == "crashed":  # policy (docs/DESIGN.md): the daemon exits non-zero; systemd restarts it
                 log.error("%s; stopping", detail)
                 self.stop()
@@ -285,7 +289,13 @@ class Daemon:
                 self._status_dirty.set()
             if self._health != "stalled":
                 self.notifier.watchdog()  # from the loop itself, and only while steps come or all sources wait
-            if all(w.done for w in workers):
+            if self._drain.is_set():
+                for w in workers:  # no more input: what the aligner holds becomes the last steps
+                    if not w.done:
+                        w.stop_event.set()
+                        aligner.source_stopped(w.source.uri)
+                aligner.close()
+            elif all(w.done for w in workers):
                 aligner.close()
             step = aligner.next_step(timeout=0.1)
             now = time.monotonic()
@@ -296,7 +306,7 @@ class Daemon:
                 self._status_dirty.clear()
                 self._publish_status(publisher, stats, aligner, "running", started)
             if step == END:
-                return "end of stream"
+                return "source failed" if self._drain.is_set() else "end of stream"
             if step is None:
                 continue
             if self._reset.is_set():

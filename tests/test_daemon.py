@@ -450,3 +450,25 @@ def test_source_that_gives_no_step_is_an_error_not_a_silent_zero(tmp_path, rando
     cfg = parse_config({"source": {"video": f"file://{wav}", "realtime": False}, "model": {"path": str(random_model)}})
     with pytest.raises(SourceError, match=r"blip\.wav ended before one 100 ms step"):
         Daemon(cfg, publisher=Collect()).run()
+
+
+# --- issue #16 row 14 ---------------------------------------------------------------------------
+def test_fast_read_keeps_the_steps_decoded_before_a_mid_file_error(clips, random_model, tmp_path):
+    import re
+
+    from media import truncate_mid_stream
+
+    from avemo_edge.capture import SourceError
+
+    broken = truncate_mid_stream(clips["av"], tmp_path / "cut.mp4")
+    source = {"video": f"file://{broken}", "realtime": False}
+    cfg = parse_config({"source": source, "model": {"path": str(random_model)}})
+    pub = Collect()
+    with pytest.raises(SourceError, match=r"cut\.mp4 cannot be decoded: it is corrupt after") as err:
+        Daemon(cfg, publisher=pub).run()
+    pub.stop()
+    after = float(re.search(r"after ([\d.]+) s", str(err.value)).group(1))
+    steps = [p for topic, p in pub.messages if topic == "state"]
+    # before the fix the steps still in the aligner (~0.5 s ahead of the loop) were dropped
+    assert after > 0.5 and abs(len(steps) - round(after * 10)) <= 1, (after, len(steps))
+    assert [m["step"] for m in steps] == list(range(len(steps)))
