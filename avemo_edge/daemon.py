@@ -240,6 +240,8 @@ class Daemon:
                 aligner.source_stopped(uri)
             if state == "lost":
                 log.warning("source %s lost: %s", uri, detail)
+                if aligner.t0 is None:  # never opened: the steps start anyway, flagged (docs/DESIGN.md)
+                    aligner.start_clock(uri, source.has_video, source.has_audio)
             elif state == "failed":
                 kind = "video" if source.has_video else "audio"
                 visual = self.cfg.source.video != "none"
@@ -319,12 +321,13 @@ class Daemon:
     STALL_S = 30.0  # no step for this long while a source is not retrying: stop feeding the watchdog
 
     def _check_health(self, workers: list[SourceWorker], since_step: float) -> str:
-        """'ok' while steps come, 'waiting' while every live source is retrying, else 'stalled' (docs/DESIGN.md)."""
-        if since_step < self.STALL_S:
-            return "ok"
+        """'waiting' while every live source is retrying (flagged steps may go on meanwhile), 'ok' while
+        steps come, else 'stalled' (docs/DESIGN.md)."""
         pending = [w for w in workers if not w.done]
         if pending and all(w.state == "lost" for w in pending):
             return "waiting"
+        if since_step < self.STALL_S:
+            return "ok"
         return "stalled"
 
     def _process(
@@ -341,6 +344,7 @@ class Daemon:
             time=_now_iso(),
             t=round(step.t - t0, 3),  # the step's end, seconds since the stream's first capture
             step=step.index,
+            video=step.frame is not None,  # false: no frame at all (camera lost or never opened), not only no face
             speech=speech,
             level_dbfs=round(level, 1) if level is not None else None,
             detect_ms=round(detect_ms, 2),

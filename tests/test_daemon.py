@@ -472,3 +472,35 @@ def test_fast_read_keeps_the_steps_decoded_before_a_mid_file_error(clips, random
     # before the fix the steps still in the aligner (~0.5 s ahead of the loop) were dropped
     assert after > 0.5 and abs(len(steps) - round(after * 10)) <= 1, (after, len(steps))
     assert [m["step"] for m in steps] == list(range(len(steps)))
+
+
+def test_camera_that_never_opened_publishes_flagged_steps(random_model):
+    cfg = parse_config(
+        {
+            "source": {"video": "v4l2:///dev/video-avemo-never", "retry_min_s": 0.2, "retry_max_s": 0.2},
+            "model": {"path": str(random_model)},
+            "status": {"interval_s": 0.2},
+        }
+    )
+    pub = Collect()
+    daemon = Daemon(cfg, publisher=pub)
+
+    def stop_after_steps():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(t == "state" for t, _ in list(pub.messages)) < 5:
+            time.sleep(0.05)
+        daemon.stop()
+
+    threading.Thread(target=stop_after_steps, daemon=True).start()
+    daemon.run()
+    pub.stop()
+    steps = [p for topic, p in pub.messages if topic == "state"]
+    assert len(steps) >= 5  # before the fix: none while the camera had never opened
+    assert all(not m["video"] and not m["face"] and not m["audio"] and not m["speech"] for m in steps)
+    statuses = [p for topic, p in pub.messages if topic == "status" and p["sources"]]
+    assert statuses and statuses[-1]["sources"]["v4l2:///dev/video-avemo-never"]["state"] == "lost"
+
+
+def test_frames_are_flagged_video_true(clips, random_model, tmp_path):
+    _, msgs = run_file(clips["mute"], random_model, tmp_path)
+    assert msgs and all(m["video"] for m in msgs)
