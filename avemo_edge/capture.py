@@ -312,8 +312,10 @@ class OpenCVSource:
             )
         if isinstance(target, str) and api == cv2.CAP_V4L2 and not os.path.exists(target):
             raise SourceLost(f"camera {target} does not exist")
-        cap = cv2.VideoCapture(target, api)
-        if not cap.isOpened():
+        with _quiet_opencv(cv2):  # OpenCV and FFmpeg print ~11 lines per failed open; the worker logs one
+            cap = cv2.VideoCapture(target, api)
+            opened = cap.isOpened()
+        if not opened:
             cap.release()
             raise SourceLost(f"{self.uri} cannot be opened")
         # Each open has its own capture, queue and stop flag, owned by its reader thread: a reader
@@ -357,6 +359,29 @@ class OpenCVSource:
                 self.abandoned += 1
                 log.warning("%s: a read is still blocked after 2 s; its reader thread is left behind", self.uri)
         self._thread = None
+
+
+@contextlib.contextmanager
+def _quiet_opencv(cv2: object) -> Iterator[None]:
+    """OpenCV's own log off while a capture opens (its level comes back after), FFmpeg's from then on.
+
+    Under `[log] level = "debug"` nothing is silenced. FFmpeg's level is read by OpenCV once, at its
+    first capture: `OPENCV_FFMPEG_LOGLEVEL` set in the environment beforehand wins (24 shows warnings).
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cvlog = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cvlog is None:  # an OpenCV without the logging bindings
+        yield
+        return
+    previous = cvlog.getLogLevel()
+    cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(previous)
 
 
 # --- microphones through PyAudio ----------------------------------------------------------
