@@ -153,6 +153,7 @@ def run(
     import logging
 
     from .config import load_config
+    from .preflight import check_startable
 
     overrides: dict[str, dict[str, object]] = {}
     for section, key, value in (
@@ -167,10 +168,23 @@ def run(
         if value is not None:
             overrides.setdefault(section, {})[key] = value
     cfg = load_config(config, overrides)
+    # What the config names must exist here (model, files, folders, credentials): checked before
+    # anything loads, by --validate-config and by run alike, one sentence per problem (exit 2).
+    found = check_startable(cfg)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    for line in found.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}")
+    for line in found.errors:
+        err.print(f"[red]error:[/red] {escape(line)}")
+    name = config or "<defaults>"
+    if not found.ok:
+        n = len(found.errors)
+        err.print(f"config {escape(str(name))} cannot start the daemon here: {n} problem{'s' * (n > 1)}")
+        raise typer.Exit(2)
     if validate_config:
         from dataclasses import asdict
 
-        Console(stderr=True, soft_wrap=True).print(f"config {config or '<defaults>'} is valid", highlight=False)
+        err.print(f"config {escape(str(name))} is valid")
         console.print_json(json.dumps(asdict(cfg)))
         return
     from .daemon import run_daemon

@@ -69,7 +69,7 @@ def build_publishers(cfg: Config) -> FanOut:
     if cfg.output.file:
         pubs.append(JsonLinesPublisher(cfg.output.file, "jsonl", cfg.output.queue_size))
     if cfg.mqtt.enabled:
-        pubs.append(MqttPublisher(cfg.mqtt))
+        pubs.append(MqttPublisher(cfg.mqtt, credentials=cfg.folder))
     return FanOut(pubs)
 
 
