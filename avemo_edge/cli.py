@@ -148,6 +148,9 @@ def run(
     output: str | None = typer.Option(None, help="what goes to stdout: jsonl, text or none"),
     fast: bool = typer.Option(False, "--fast", help="read files as fast as possible instead of in real time"),
     loop: bool = typer.Option(False, "--loop", help="start a file again at its end"),
+    threads: int | None = typer.Option(
+        None, help="CPU threads for inference (torch intra-op, onnxruntime); 0 = the library's default"
+    ),
 ) -> None:
     """Run the daemon: capture, recognise one step per 100 ms, publish; until the source ends or SIGTERM."""
     import logging
@@ -163,6 +166,7 @@ def run(
         ("source", "loop", True if loop else None),
         ("model", "path", str(model) if model is not None else None),
         ("model", "backend", backend),
+        ("model", "threads", threads),
         ("output", "stdout", output),
     ):
         if value is not None:

@@ -80,10 +80,16 @@ class ModelConfig:
     # checkpoint (.pt); onnxruntime and tensorrt take a folder that `avemo-edge export` wrote.
     path: str = ""
     backend: str = "torch"  # one of BACKEND_NAMES
+    # CPU threads for inference: torch's intra-op threads (torch.set_num_threads) and onnxruntime's
+    # intra-op threads; 0 = the library's own default (one per core). On a box shared with other
+    # work, fewer threads than cores keeps a step's latency steady.
+    threads: int = 0
 
     def check(self) -> None:
         if self.backend not in BACKEND_NAMES:
             raise _Invalid("backend", f"unknown backend; choose one of {', '.join(BACKEND_NAMES)}")
+        if self.threads < 0:
+            raise _Invalid("threads", "must be 0 (the library's default) or a positive number of threads")
 
 
 @dataclass

@@ -144,8 +144,16 @@ class Daemon:
             if isinstance(s, FileSource):
                 s.open()
                 s.close()
+        options: dict[str, Any] = {}
+        if cfg.model.threads:  # policy (docs/DESIGN.md): a fixed number of inference threads
+            import torch
+
+            torch.set_num_threads(cfg.model.threads)
+            if cfg.model.backend == "onnxruntime":
+                options["threads"] = cfg.model.threads
         try:
-            backend = create_backend(cfg.model.backend, str(model_path))  # warm-up happens in the constructor
+            # warm-up happens in the constructor
+            backend = create_backend(cfg.model.backend, str(model_path), **options)
         except ImportError as e:  # a configuration error: restarting cannot install a package
             raise BackendUnavailableError(
                 f"backend {cfg.model.backend!r} cannot start here: the Python module {e.name or str(e)!r} is missing "
@@ -164,10 +172,11 @@ class Daemon:
         aligner = Aligner(cfg.recognition.max_frame_age_s, cfg.recognition.live_latency_s)
         workers = [self._worker(s, aligner) for s in sources]
         log.info(
-            "ready in %.1f s: %s via %s backend; sources %s",
+            "ready in %.1f s: %s via %s backend (%s); sources %s",
             time.monotonic() - started,
             model_path,
             cfg.model.backend,
+            f"{cfg.model.threads} threads" if cfg.model.threads else "default threads",
             ", ".join(s.uri for s in sources),
         )
         for w in workers:

@@ -504,3 +504,26 @@ def test_camera_that_never_opened_publishes_flagged_steps(random_model):
 def test_frames_are_flagged_video_true(clips, random_model, tmp_path):
     _, msgs = run_file(clips["mute"], random_model, tmp_path)
     assert msgs and all(m["video"] for m in msgs)
+
+
+def test_inference_threads_setting(clips, random_model, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from avemo_edge.cli import app
+
+    with pytest.raises(ConfigError, match=r"model.threads = -1 is invalid"):
+        parse_config({"model": {"threads": -1}})
+    r = CliRunner().invoke(app, ["run", "--threads", "1", "--validate-config"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"]["threads"] == 1, r.output
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = parse_config(
+            {"source": {"video": f"file://{clips['mute']}", "realtime": False}, "model": {"path": str(random_model),
+             "threads": 1}, "output": {"stdout": "none"}}
+        )  # fmt: skip
+        Daemon(cfg, publisher=Collect()).run()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
