@@ -93,6 +93,17 @@ class Aligner:
                 self._live.add(uri)
             self._cv.notify_all()
 
+    def start_clock(self, uri: str, video: bool, audio: bool) -> None:
+        """A live source that could not open: start the grid now, so that steps go on, flagged empty.
+
+        Its steps are taken at their live deadline with no frame and no audio, as for a source lost
+        after it opened; once it opens, its data lands on the same grid.
+        """
+        with self._cv:
+            if self.t0 is None:
+                self.t0 = time.monotonic()
+        self.source_started(uri, video, audio, live=True)
+
     def source_stopped(self, uri: str) -> None:
         """A source ended or failed for good: do not wait for it, and flush its audio."""
         with self._cv:

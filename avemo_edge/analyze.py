@@ -224,7 +224,7 @@ def analyze_file(
 
     cfg = parse_config(
         {
-            "source": {"video": f"file://{path}", "audio": "auto", "realtime": False},
+            "source": {"video": Path(path).absolute().as_uri(), "audio": "auto", "realtime": False},  # percent-encoded
             "model": {"path": model, "backend": backend},
             "output": {"stdout": "none"},
             "status": {"interval_s": 3600.0},

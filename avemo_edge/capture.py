@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import AvemoError, RestartableError
+from .errors import AvemoError, RestartableError, path_problem
 from .media import audio_array, av_reason
 
 log = logging.getLogger("avemo_edge")
@@ -87,15 +87,22 @@ class Source(Protocol):
 
 
 # --- files through PyAV -------------------------------------------------------------------
+# FFmpeg demuxers that render a text file as video ("ANSI art"): a .txt read this way is not a recording.
+TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+
 class FileSource:
     """Video frames and audio blocks of a media file, stamped t0 + pts on the monotonic clock.
 
     In real time the reader sleeps until each item's stamp; otherwise the stamps run ahead of the
     clock and the consumer paces the reader (see `Aligner.wait_for_room`). With `loop` the file
-    starts again at its end and the stamps go on without a jump.
+    starts again at its end and the stamps go on without a jump. A file with a single video frame
+    and no sound (a still image PyAV reads, whatever its name) is held for one step, as
+    `ImageSource` does.
     """
 
     live = False
+    HOLD = 0.099  # seconds: a still picture's second stamp, inside the first step (STEP_SECONDS = 0.1)
 
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> None:
         self.path, self.realtime, self.loop, self.want_audio = Path(path), realtime, loop, audio
@@ -108,16 +115,21 @@ class FileSource:
     def open(self) -> None:
         import av
 
-        if not self.path.is_file():
-            raise SourceError(f"file {self.path} does not exist")
+        _check_file(self.path)
         try:
             container = av.open(str(self.path))
         except av.error.FFmpegError as e:
             why = f"it is neither a media file nor an image ({av_reason(e)})"
             raise SourceError(f"file {self.path} cannot be decoded: {why}") from None
+        except OSError as e:  # unreadable (permissions): FFmpeg says so as an OSError
+            raise SourceError(f"file {self.path} cannot be read ({e.strerror or e})") from None
+        fmt = container.format.name
         self.has_video = bool(container.streams.video)
         self.has_audio = bool(container.streams.audio) and self.want_audio
         container.close()
+        if fmt in TEXT_FORMATS:
+            why = f"it is neither a media file nor an image (FFmpeg reads it as text art, format {fmt!r})"
+            raise SourceError(f"file {self.path} cannot be decoded: {why}")
         if not self.has_video and not self.has_audio:
             raise SourceError(f"file {self.path} has neither a video nor an audio stream")
         self._items = self._decode()
@@ -128,6 +140,7 @@ class FileSource:
         offset, t0 = 0.0, time.monotonic()
         while True:
             end = 0.0
+            frames, last = 0, None
             try:
                 self._container = container = av.open(str(self.path))
                 streams = list(container.streams.video[:1])
@@ -143,6 +156,7 @@ class FileSource:
                             item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
                             rate = packet.stream.average_rate
                             end = max(end, t + (float(1 / rate) if rate else 0.0))
+                            frames, last = frames + 1, item
                         else:
                             item = AudioBlock(audio_array(frame), frame.sample_rate, t)
                             end = max(end, item.end)
@@ -154,6 +168,8 @@ class FileSource:
             finally:
                 container.close()
                 self._container = None
+            if frames == 1 and not self.has_audio and not self.loop and offset == 0:
+                yield Frame(last.image, last.t + self.HOLD)  # a still image: held for one step
             if not self.loop or end <= t0 + offset:
                 return
             offset = end - t0
@@ -192,13 +208,10 @@ class ImageSource(FileSource):
     takes a step only for data that covers it; a single stamp would end the stream at its start.
     """
 
-    HOLD = 0.099  # seconds: the second stamp, inside the first step (STEP_SECONDS = 0.1)
-
     def open(self) -> None:
         import cv2
 
-        if not self.path.is_file():
-            raise SourceError(f"file {self.path} does not exist")
+        _check_file(self.path)
         image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"file {self.path} cannot be read: it is not an image OpenCV can decode")
@@ -209,6 +222,29 @@ class ImageSource(FileSource):
         t0 = time.monotonic()
         yield Frame(image, t0)
         yield Frame(image, t0 + self.HOLD)
+
+
+def _check_file(path: Path) -> None:
+    problem = path_problem(path)
+    if problem:
+        raise SourceError(f"file {path} {problem}")
+
+
+def file_uri_path(uri: str) -> Path:
+    """The path a file:// URI names: percent-decoded, with ``file://localhost/...`` as ``file:///...``.
+
+    ``file://clip.mp4`` (no third slash) stays a path relative to the working folder. A name that
+    really holds a '%' (``50%25.mp4`` on disk as written) is kept when only the raw one exists.
+    """
+    from urllib.parse import unquote
+
+    raw = uri.removeprefix("file://")
+    if raw.startswith("localhost/"):
+        raw = raw.removeprefix("localhost")
+    decoded = unquote(raw)
+    if decoded != raw and not os.path.lexists(decoded) and os.path.lexists(raw):
+        return Path(raw)
+    return Path(decoded)
 
 
 def file_source(path: str | Path, realtime: bool = True, loop: bool = False, audio: bool = True) -> FileSource:
@@ -276,8 +312,10 @@ class OpenCVSource:
             )
         if isinstance(target, str) and api == cv2.CAP_V4L2 and not os.path.exists(target):
             raise SourceLost(f"camera {target} does not exist")
-        cap = cv2.VideoCapture(target, api)
-        if not cap.isOpened():
+        with _quiet_opencv(cv2):  # OpenCV and FFmpeg print ~11 lines per failed open; the worker logs one
+            cap = cv2.VideoCapture(target, api)
+            opened = cap.isOpened()
+        if not opened:
             cap.release()
             raise SourceLost(f"{self.uri} cannot be opened")
         # Each open has its own capture, queue and stop flag, owned by its reader thread: a reader
@@ -321,6 +359,29 @@ class OpenCVSource:
                 self.abandoned += 1
                 log.warning("%s: a read is still blocked after 2 s; its reader thread is left behind", self.uri)
         self._thread = None
+
+
+@contextlib.contextmanager
+def _quiet_opencv(cv2: object) -> Iterator[None]:
+    """OpenCV's own log off while a capture opens (its level comes back after), FFmpeg's from then on.
+
+    Under `[log] level = "debug"` nothing is silenced. FFmpeg's level is read by OpenCV once, at its
+    first capture: `OPENCV_FFMPEG_LOGLEVEL` set in the environment beforehand wins (24 shows warnings).
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cvlog = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cvlog is None:  # an OpenCV without the logging bindings
+        yield
+        return
+    previous = cvlog.getLogLevel()
+    cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(previous)
 
 
 # --- microphones through PyAudio ----------------------------------------------------------
@@ -448,7 +509,7 @@ def open_sources(video: str, audio: str, realtime: bool = True, loop: bool = Fal
     file_audio = audio == "auto"
     if video != "none":
         if video == "sample" or video.startswith("file://"):
-            path = SAMPLE_CLIP if video == "sample" else Path(video.removeprefix("file://"))
+            path = SAMPLE_CLIP if video == "sample" else file_uri_path(video)
             sources.append(file_source(path, realtime=realtime, loop=loop, audio=file_audio))
         elif "!" in video or any(video.startswith(s) for s in VIDEO_SCHEMES):
             sources.append(OpenCVSource(video))

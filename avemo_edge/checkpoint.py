@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,20 +123,40 @@ def dims_from_description(what: str, audio: dict, dims: dict, error: type[AvemoE
         raise error(f"{what} has missing or invalid model dimensions: {e}") from e
 
 
+def _is_export_folder(path: Path) -> bool:
+    return (path / "manifest.json").is_file() or any(path.glob("*/manifest.json"))
+
+
+def _load_failure(e: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, as the end of a sentence.
+
+    torch names a pickled callable it refuses "unsupported GLOBAL posix.system" (2.6+; older
+    releases wrote "Unsupported global"), so the match ignores case and keeps the name.
+    """
+    found = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(e), re.IGNORECASE)
+    if found:
+        return (
+            f"it holds pickled code ({found.group(1)}) that weights-only loading refuses to run; "
+            "a checkpoint is data only, so this file is not one (or was tampered with)"
+        )
+    return "it is truncated, corrupt or not written by torch.save"
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint; every failure is a CheckpointError with one sentence."""
     path = Path(path)
+    if path.is_dir():
+        what = "an export folder" if _is_export_folder(path) else "a folder"
+        raise CheckpointError(
+            f"checkpoint {path} is {what}, not a file: the torch backend needs a .pt checkpoint "
+            "(a folder that `avemo-edge export` wrote is for backend onnxruntime or tensorrt)"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same to a user
-        why = (
-            "it holds pickled objects that weights-only loading refuses"
-            if "Unsupported global" in str(e)
-            else "it is truncated, corrupt or not written by torch.save"
-        )
-        raise CheckpointError(f"checkpoint {path} is not a readable torch file: {why}") from e
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file: {_load_failure(e)}") from e
     check_header(obj, FORMAT, FORMAT_VERSION, f"checkpoint {path}", "an avemo-edge checkpoint", CheckpointError)
     state = obj.get("state_dict")
     header = {k: v for k, v in obj.items() if k not in ("state_dict", "sha256")}

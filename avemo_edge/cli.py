@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import AvemoError, RestartableError
@@ -30,7 +31,7 @@ def doctor() -> None:
     for col in ("what", "status", "detail"):
         table.add_column(col)
     for row in report():
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # plain text: "avemo-edge[mic]" is not Rich markup
     console.print(table)
 
 
@@ -147,11 +148,15 @@ def run(
     output: str | None = typer.Option(None, help="what goes to stdout: jsonl, text or none"),
     fast: bool = typer.Option(False, "--fast", help="read files as fast as possible instead of in real time"),
     loop: bool = typer.Option(False, "--loop", help="start a file again at its end"),
+    threads: int | None = typer.Option(
+        None, help="CPU threads for inference (torch intra-op, onnxruntime); 0 = the library's default"
+    ),
 ) -> None:
     """Run the daemon: capture, recognise one step per 100 ms, publish; until the source ends or SIGTERM."""
     import logging
 
     from .config import load_config
+    from .preflight import check_startable
 
     overrides: dict[str, dict[str, object]] = {}
     for section, key, value in (
@@ -161,15 +166,29 @@ def run(
         ("source", "loop", True if loop else None),
         ("model", "path", str(model) if model is not None else None),
         ("model", "backend", backend),
+        ("model", "threads", threads),
         ("output", "stdout", output),
     ):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
     cfg = load_config(config, overrides)
+    # What the config names must exist here (model, files, folders, credentials): checked before
+    # anything loads, by --validate-config and by run alike, one sentence per problem (exit 2).
+    found = check_startable(cfg)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    for line in found.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}")
+    for line in found.errors:
+        err.print(f"[red]error:[/red] {escape(line)}")
+    name = config or "<defaults>"
+    if not found.ok:
+        n = len(found.errors)
+        err.print(f"config {escape(str(name))} cannot start the daemon here: {n} problem{'s' * (n > 1)}")
+        raise typer.Exit(2)
     if validate_config:
         from dataclasses import asdict
 
-        Console(stderr=True, soft_wrap=True).print(f"config {config or '<defaults>'} is valid", highlight=False)
+        err.print(f"config {escape(str(name))} is valid")
         console.print_json(json.dumps(asdict(cfg)))
         return
     from .daemon import run_daemon
@@ -366,8 +385,6 @@ def main() -> None:
     try:
         app()
     except AvemoError as e:
-        from rich.markup import escape
-
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         raise SystemExit(1 if isinstance(e, RestartableError) else 2) from None
 

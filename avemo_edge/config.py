@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AvemoError
 
@@ -70,14 +70,26 @@ class SourceConfig:
             raise _Invalid("retry_min_s", "must be positive and at most retry_max_s")
 
 
+# The names of avemo_edge.backends.BACKENDS (that module imports torch; tests keep the two equal).
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+
+
 @dataclass
 class ModelConfig:
-    path: str = ""  # "" = the shipped default model, avemo_edge/assets/default.pt
-    backend: str = "torch"  # a name from avemo_edge.backends.BACKENDS
+    # "" = the shipped default model, avemo_edge/assets/default.pt. The torch backend takes a
+    # checkpoint (.pt); onnxruntime and tensorrt take a folder that `avemo-edge export` wrote.
+    path: str = ""
+    backend: str = "torch"  # one of BACKEND_NAMES
+    # CPU threads for inference: torch's intra-op threads (torch.set_num_threads) and onnxruntime's
+    # intra-op threads; 0 = the library's own default (one per core). On a box shared with other
+    # work, fewer threads than cores keeps a step's latency steady.
+    threads: int = 0
 
     def check(self) -> None:
-        if not self.backend:
-            raise _Invalid("backend", "name a backend such as 'torch'")
+        if self.backend not in BACKEND_NAMES:
+            raise _Invalid("backend", f"unknown backend; choose one of {', '.join(BACKEND_NAMES)}")
+        if self.threads < 0:
+            raise _Invalid("threads", "must be 0 (the library's default) or a positive number of threads")
 
 
 @dataclass
@@ -216,6 +228,9 @@ class Config:
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # Not a key: the folder of the file this config was read from (None without one). Outside
+    # systemd, credentials are read from there (`publish.credential_path`).
+    folder: ClassVar[Path | None] = None
 
     def check(self) -> None:
         if not self.source.realtime and any(
@@ -295,6 +310,8 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory, not a file") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {path} cannot be read: {e}") from None
         except tomllib.TOMLDecodeError as e:
@@ -304,4 +321,7 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
         if not isinstance(table, dict):
             raise _fail(origin, section, table, f"must be a table ([{section}])")
         table.update(values)
-    return parse_config(data, origin)
+    cfg = parse_config(data, origin)
+    if path is not None:
+        cfg.folder = Path(path).absolute().parent
+    return cfg

@@ -69,7 +69,7 @@ def build_publishers(cfg: Config) -> FanOut:
     if cfg.output.file:
         pubs.append(JsonLinesPublisher(cfg.output.file, "jsonl", cfg.output.queue_size))
     if cfg.mqtt.enabled:
-        pubs.append(MqttPublisher(cfg.mqtt))
+        pubs.append(MqttPublisher(cfg.mqtt, credentials=cfg.folder))
     return FanOut(pubs)
 
 
@@ -124,6 +124,7 @@ class Daemon:
         self.source_states: dict[str, dict[str, str]] = {}
         self._status_dirty = threading.Event()
         self._health = "ok"
+        self._drain = threading.Event()  # a file failed mid-way: take the steps already decoded, then stop
 
     # --- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -143,10 +144,17 @@ class Daemon:
             if isinstance(s, FileSource):
                 s.open()
                 s.close()
+        options: dict[str, Any] = {}
+        if cfg.model.threads:  # policy (docs/DESIGN.md): a fixed number of inference threads
+            import torch
+
+            torch.set_num_threads(cfg.model.threads)
+            if cfg.model.backend == "onnxruntime":
+                options["threads"] = cfg.model.threads
         try:
             # warm-up happens in the constructor; onnxruntime's TensorRT provider builds engines on a first start
             with self.notifier.slow_start(f"loading {model_path.name} on the {cfg.model.backend} backend"):
-                backend = create_backend(cfg.model.backend, str(model_path))
+                backend = create_backend(cfg.model.backend, str(model_path), **options)
         except ImportError as e:  # a configuration error: restarting cannot install a package
             raise BackendUnavailableError(
                 f"backend {cfg.model.backend!r} cannot start here: the Python module {e.name or str(e)!r} is missing "
@@ -165,10 +173,11 @@ class Daemon:
         aligner = Aligner(cfg.recognition.max_frame_age_s, cfg.recognition.live_latency_s)
         workers = [self._worker(s, aligner) for s in sources]
         log.info(
-            "ready in %.1f s: %s via %s backend; sources %s",
+            "ready in %.1f s: %s via %s backend (%s); sources %s",
             time.monotonic() - started,
             model_path,
             cfg.model.backend,
+            f"{cfg.model.threads} threads" if cfg.model.threads else "default threads",
             ", ".join(s.uri for s in sources),
         )
         for w in workers:
@@ -213,6 +222,12 @@ class Daemon:
         failed += [w.error for w in needed if w.error is not None]
         if failed:
             raise failed[0]
+        if summary.steps == 0 and reason == "end of stream":  # policy (docs/DESIGN.md): never a silent 0
+            uris = ", ".join(s.uri for s in sources)
+            raise SourceError(
+                f"{uris} ended before one 100 ms step: it holds less than 100 ms of video or audio this runtime "
+                "can decode"
+            )
         return summary
 
     def _worker(self, source: Source, aligner: Aligner) -> SourceWorker:
@@ -235,13 +250,18 @@ class Daemon:
                 aligner.source_stopped(uri)
             if state == "lost":
                 log.warning("source %s lost: %s", uri, detail)
+                if aligner.t0 is None:  # never opened: the steps start anyway, flagged (docs/DESIGN.md)
+                    aligner.start_clock(uri, source.has_video, source.has_audio)
             elif state == "failed":
                 kind = "video" if source.has_video else "audio"
                 visual = self.cfg.source.video != "none"
                 tail = "; going on visual only" if kind == "audio" and visual else ""
                 log.error("source %s failed: %s%s", uri, detail, tail)
                 if kind == "video" or not visual:  # an audio-only service without its audio cannot work
-                    self.stop()
+                    if isinstance(source, FileSource):
+                        self._drain.set()  # the steps it already gave are taken first, then the daemon stops
+                    else:
+                        self.stop()
             elif state == "crashed":  # policy (docs/DESIGN.md): the daemon exits non-zero; systemd restarts it
                 log.error("%s; stopping", detail)
                 self.stop()
@@ -281,7 +301,13 @@ class Daemon:
                 self._status_dirty.set()
             if self._health != "stalled":
                 self.notifier.watchdog()  # from the loop itself, and only while steps come or all sources wait
-            if all(w.done for w in workers):
+            if self._drain.is_set():
+                for w in workers:  # no more input: what the aligner holds becomes the last steps
+                    if not w.done:
+                        w.stop_event.set()
+                        aligner.source_stopped(w.source.uri)
+                aligner.close()
+            elif all(w.done for w in workers):
                 aligner.close()
             step = aligner.next_step(timeout=0.1)
             now = time.monotonic()
@@ -292,7 +318,7 @@ class Daemon:
                 self._status_dirty.clear()
                 self._publish_status(publisher, stats, aligner, "running", started)
             if step == END:
-                return "end of stream"
+                return "source failed" if self._drain.is_set() else "end of stream"
             if step is None:
                 continue
             if self._reset.is_set():
@@ -305,12 +331,13 @@ class Daemon:
     STALL_S = 30.0  # no step for this long while a source is not retrying: stop feeding the watchdog
 
     def _check_health(self, workers: list[SourceWorker], since_step: float) -> str:
-        """'ok' while steps come, 'waiting' while every live source is retrying, else 'stalled' (docs/DESIGN.md)."""
-        if since_step < self.STALL_S:
-            return "ok"
+        """'waiting' while every live source is retrying (flagged steps may go on meanwhile), 'ok' while
+        steps come, else 'stalled' (docs/DESIGN.md)."""
         pending = [w for w in workers if not w.done]
         if pending and all(w.state == "lost" for w in pending):
             return "waiting"
+        if since_step < self.STALL_S:
+            return "ok"
         return "stalled"
 
     def _process(
@@ -327,6 +354,7 @@ class Daemon:
             time=_now_iso(),
             t=round(step.t - t0, 3),  # the step's end, seconds since the stream's first capture
             step=step.index,
+            video=step.frame is not None,  # false: no frame at all (camera lost or never opened), not only no face
             speech=speech,
             level_dbfs=round(level, 1) if level is not None else None,
             detect_ms=round(detect_ms, 2),

@@ -93,7 +93,7 @@ def report() -> list[tuple[str, str, str]]:
             p.terminate()
         rows.append(("microphones", f"{len(inputs)} found" if inputs else "none", ", ".join(inputs)[:100]))
     else:
-        rows.append(("microphones", "unavailable", f"pyaudio not importable ({why}); install avemo-edge[mic]"))
+        rows.append(("microphones", "unavailable", f"pyaudio not importable ({why}); pip install 'avemo-edge[mic]'"))
     model = default_model_path()
     rows.append(("default model", "ok" if model.is_file() else "missing", str(model)))
     return rows

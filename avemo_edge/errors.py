@@ -26,3 +26,20 @@ class RestartableError(AvemoError):
 
 class BackendError(RestartableError):
     """An inference backend that failed while running (a GPU execution provider that broke mid-stream)."""
+
+
+def path_problem(path: object, want: str = "file") -> str | None:
+    """What is wrong with `path` where a `want` ('file' or 'folder') is expected, as the end of a sentence.
+
+    None when it is one; else "does not exist", "is a directory, not a file" or "is a file, not a folder".
+    """
+    import os
+
+    p = os.fspath(path)  # type: ignore[call-overload]
+    if not os.path.exists(p):
+        return "does not exist"
+    if want == "file" and os.path.isdir(p):
+        return "is a directory, not a file"
+    if want == "folder" and not os.path.isdir(p):
+        return "is a file, not a folder"
+    return None

@@ -87,10 +87,19 @@ class ExportedModel:
         return self.manifest["graphs"][graph][kind]
 
 
-def _resolve(path: Path) -> Path:
+GRAPH_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+
+
+def _resolve(path: Path, runtime: str = "onnxruntime") -> Path:
     """A folder, its manifest.json, or one of its graph files -> the folder."""
     if path.is_file():
-        return path.parent
+        if path.name == MANIFEST_NAME or path.suffix.lower() in GRAPH_SUFFIXES:
+            return path.parent
+        what = "a torch checkpoint" if path.suffix.lower() in (".pt", ".pth") else "a file"
+        raise ExportedModelError(
+            f"{path} is {what}, but the {runtime} backend runs the folder that `avemo-edge export` writes: "
+            f"export it first (avemo-edge export {path} --out DIR) and pass DIR/<format>, or use backend torch"
+        )
     if not path.is_dir():
         raise ExportedModelError(
             f"exported model {path} does not exist; pass the folder that `avemo-edge export` wrote"
@@ -111,7 +120,7 @@ def load_export(path: str | Path, runtime: str, check_files: bool = True) -> Exp
     kind or version, preprocessing this runtime does not compute, a missing file, or a file whose
     sha256 differs from the manifest's (altered, truncated, or from another export).
     """
-    directory = _resolve(Path(path))
+    directory = _resolve(Path(path), runtime)
     mpath = directory / MANIFEST_NAME
     try:
         manifest = json.loads(mpath.read_text())

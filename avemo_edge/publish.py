@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .config import MQTTConfig
-from .errors import AvemoError
+from .errors import AvemoError, path_problem
 
 log = logging.getLogger("avemo_edge")
 
@@ -178,23 +178,52 @@ class JsonLinesPublisher(QueuedPublisher):
                 log.warning("output file %s could not be closed cleanly (%s)", self.name, e.strerror or e)
 
 
-def read_credential(name: str, what: str) -> Path:
-    """The path of systemd credential `name` ($CREDENTIALS_DIRECTORY/name); an AvemoError if absent."""
+def credential_path(name: str, what: str, folder: Path | None = None) -> Path:
+    """Where credential `name` is read: $CREDENTIALS_DIRECTORY/name under systemd (`LoadCredential=`),
+    else `folder`/name (the config file's folder, where the shipped unit's `LoadCredential=` lines
+    take it from). An AvemoError naming the key, the value and what to create when it is not there.
+    """
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+    if directory:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise AvemoError(
+                f"{what} = {name!r}: there is no credential {path}; the unit needs a line "
+                f"LoadCredential={name}:/etc/avemo-edge/{name} (systemd/avemo-edge.service)"
+            )
+        return path
+    if folder is None:
         raise AvemoError(
             f"{what} = {name!r} needs $CREDENTIALS_DIRECTORY (set by systemd's LoadCredential=), which is not set"
         )
-    path = Path(directory) / name
+    path = Path(folder) / name
+    if path.is_dir():
+        raise AvemoError(f"{what} = {name!r}: {path} is a directory, not a file holding the secret")
     if not path.is_file():
-        raise AvemoError(f"{what} = {name!r}: there is no credential {path}")
+        raise AvemoError(
+            f"{what} = {name!r}: {path} does not exist; create it, readable by root only "
+            f"(sudo install -m 600 /dev/null {path}, then write the secret in it), "
+            f"and give it to the service with LoadCredential={name}:{path}"
+        )
+    return path
+
+
+def read_credential(name: str, what: str, folder: Path | None = None) -> Path:
+    """The path of credential `name` (see `credential_path`), checked to be readable by this process."""
+    path = credential_path(name, what, folder)
+    if not os.access(path, os.R_OK):
+        raise AvemoError(
+            f"{what} = {name!r}: {path} cannot be read by this user; under systemd the service reads "
+            "its own copy (LoadCredential=), so run it there or as a user who may read the file"
+        )
     return path
 
 
 class MqttPublisher(QueuedPublisher):
     name = "mqtt"
 
-    def __init__(self, cfg: MQTTConfig) -> None:
+    def __init__(self, cfg: MQTTConfig, credentials: Path | None = None) -> None:
+        """`credentials`: where to read the password and key outside systemd (the config file's folder)."""
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -222,15 +251,21 @@ class MqttPublisher(QueuedPublisher):
         if cfg.username:
             password = None
             if cfg.password_credential:
-                path = read_credential(cfg.password_credential, "mqtt.password_credential")
-                password = path.read_text(encoding="utf-8").rstrip("\r\n")
+                path = read_credential(cfg.password_credential, "mqtt.password_credential", credentials)
+                try:
+                    password = path.read_text(encoding="utf-8").rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as e:
+                    raise AvemoError(f"mqtt.password_credential: {path} cannot be read ({e})") from None
             self.client.username_pw_set(cfg.username, password)
         if cfg.tls.enabled:
-            key = read_credential(cfg.tls.key_credential, "mqtt.tls.key_credential") if cfg.tls.key_credential else None
+            key = None
+            if cfg.tls.key_credential:
+                key = read_credential(cfg.tls.key_credential, "mqtt.tls.key_credential", credentials)
             for key_name in ("ca_file", "cert_file"):
                 value = getattr(cfg.tls, key_name)
-                if value and not Path(value).is_file():
-                    raise AvemoError(f"mqtt.tls.{key_name} = {value!r} does not exist")
+                problem = path_problem(value) if value else None
+                if problem:
+                    raise AvemoError(f"mqtt.tls.{key_name} = {value!r} {problem}")
             self.client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.cert_file or None, keyfile=key)
             self.client.tls_insecure_set(cfg.tls.insecure)
         self.client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)

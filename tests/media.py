@@ -111,3 +111,19 @@ def make_s64_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
     path.write_bytes(riff + b"data" + struct.pack("<I", len(data)) + data)
     return path
 
+
+def truncate_mid_stream(clip: Path, path: Path, keep: float = 0.5) -> Path:
+    """`clip` remuxed with its index first (faststart) and cut to `keep` of its bytes: the index
+    promises more packets than there are, so decoding fails part-way (FFmpeg's InvalidDataError)."""
+    remuxed = path.with_suffix(".faststart.mp4")
+    with av.open(str(clip)) as inp, av.open(str(remuxed), "w", options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    data = remuxed.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    remuxed.unlink()
+    return path

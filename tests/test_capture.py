@@ -53,3 +53,72 @@ def test_stalled_http_stream_is_reopened_without_crashing():
     opens, lost, items, abandoned = map(int, r.stdout.split())
     assert opens >= 2 and lost >= 1 and items >= 2  # frames came, the stall was noticed and the stream reopened
     assert abandoned >= 1  # the reader blocked in the stalled read was left with its own capture
+
+
+# --- issue #16 rows 13 and 14 -------------------------------------------------------------------
+REFUSED_STREAM = textwrap.dedent(
+    """
+    import logging, socket, sys, time
+    from avemo_edge.capture import OpenCVSource, SourceWorker
+
+    logging.basicConfig(level=logging.INFO, format="LOG %(message)s", stream=sys.stderr)
+    log = logging.getLogger("avemo_edge")
+    with socket.socket() as s:  # a loopback port nobody listens on: every open is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    states = []
+
+    def on_state(uri, state, detail):
+        states.append(state)
+        if state == "lost":
+            log.warning("source %s lost: %s", uri, detail)  # the daemon's one line per retry
+
+    worker = SourceWorker(OpenCVSource(f"http://127.0.0.1:{port}/x.mjpg"), print, on_state,
+                          retry_min=0.1, retry_max=0.1)
+    worker.start()
+    time.sleep(1.0)
+    worker.stop()
+    print(states.count("lost"), flush=True)
+    """
+)
+
+
+def test_camera_retry_is_one_log_line_without_opencv_noise():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", REFUSED_STREAM], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    retries = int(r.stdout.split()[-1])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert retries >= 2
+    # before the fix each retry added OpenCV's "[ WARN:0@...] global cap.cpp ..." and FFmpeg's "[tcp @ ...]"
+    assert all(line.startswith("LOG source ") for line in lines), "\n".join(lines[:12])
+    assert len(lines) == retries
+
+
+def test_file_uris_are_percent_decoded_and_accept_localhost(tmp_path):
+    from avemo_edge.capture import file_uri_path, open_sources
+
+    spaced = tmp_path / "my clip #1.mp4"
+    spaced.write_bytes(b"")
+    assert file_uri_path(f"file://{tmp_path}/my%20clip%20%231.mp4") == spaced
+    assert file_uri_path(f"file://localhost{tmp_path}/my%20clip%20%231.mp4") == spaced
+    assert file_uri_path(f"file://{spaced}") == spaced  # already decoded: kept
+    literal = tmp_path / "50%25.mp4"  # a name that really holds "%25"
+    literal.write_bytes(b"")
+    assert file_uri_path(f"file://{literal}") == literal
+    assert file_uri_path("file://clip.mp4") == Path("clip.mp4")  # relative to the working folder, as before
+    (source,) = open_sources(f"file://localhost{tmp_path}/my%20clip%20%231.mp4", "none")
+    assert source.path == spaced
+
+
+def test_a_directory_is_a_directory_not_missing(tmp_path):
+    import pytest
+
+    from avemo_edge.capture import SourceError, file_source
+
+    for name in ("folder.mp4", "folder.png"):  # FileSource and ImageSource
+        (tmp_path / name).mkdir()
+        with pytest.raises(SourceError, match=rf"file {tmp_path}/{name} is a directory, not a file"):
+            file_source(tmp_path / name).open()
+    with pytest.raises(SourceError, match="does not exist"):
+        file_source(tmp_path / "missing.mp4").open()

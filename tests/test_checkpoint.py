@@ -93,3 +93,40 @@ def test_cli_prints_one_sentence_for_a_bad_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "avemo_edge.cli", "info", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "is not a readable torch file" in r.stderr
+
+
+# --- issue #16 row 13: wording ------------------------------------------------------------------
+class _Shell:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_is_refused_as_such(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "avemo-edge-checkpoint", "payload": _Shell()}, evil)
+    with pytest.raises(CheckpointError, match=r"holds pickled code \((posix|nt)\.system\) that weights-only loading"):
+        load_checkpoint(evil)
+
+
+def test_export_folder_given_to_torch_says_it_needs_a_checkpoint(tmp_path):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "manifest.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"is an export folder, not a file: the torch backend needs a \.pt"):
+        load_checkpoint(tmp_path / "onnx")
+    with pytest.raises(CheckpointError, match=r"is an export folder, not a file"):
+        load_checkpoint(tmp_path)  # `avemo-edge export --out` folder: one export per format inside
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty is a folder, not a file: the torch backend needs a \.pt"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_checkpoint_given_to_an_exported_graph_backend_says_it_needs_an_export(saved):
+    from avemo_edge.errors import ExportedModelError
+    from avemo_edge.manifest import load_export
+
+    _, path, _ = saved
+    with pytest.raises(ExportedModelError, match=r"m\.pt is a torch checkpoint, but the onnxruntime backend runs the "
+                       r"folder that `avemo-edge export` writes: export it first \(avemo-edge export"):  # fmt: skip
+        load_export(path, "onnxruntime")

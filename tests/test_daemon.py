@@ -448,3 +448,114 @@ def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_pa
     cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "-c", str(m)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- issue #16 row 12: a still image, a text file, a source that gives no step ----------------
+def test_still_image_without_an_image_suffix_gives_one_step(tmp_path, random_model, astronaut_bgr):
+    import cv2
+
+    still = tmp_path / "snapshot.bin"  # PyAV reads it (png_pipe), not ImageSource: one frame, no sound
+    still.write_bytes(cv2.imencode(".png", astronaut_bgr)[1].tobytes())
+    summary, msgs = run_file(still, random_model, tmp_path)
+    assert summary.steps == 1 and len(msgs) == 1 and msgs[0]["face"] and not msgs[0]["audio"]
+
+
+def test_text_file_that_ffmpeg_reads_as_video_is_refused(tmp_path, random_model):
+    from avemo_edge.capture import SourceError
+
+    text = tmp_path / "notes.txt"  # long enough for FFmpeg's tty demuxer to take it as ANSI art video
+    text.write_text((Path(__file__).parents[1] / "README.md").read_text())
+    cfg = parse_config({"source": {"video": f"file://{text}", "realtime": False}, "model": {"path": str(random_model)}})
+    pub = Collect()
+    refused = r"notes\.txt cannot be decoded: it is neither a media file nor an image .*'tty'"
+    with pytest.raises(SourceError, match=refused):
+        Daemon(cfg, publisher=pub).run()  # before the fix: 18 steps of rendered text, exit 0
+    assert pub.messages == []
+
+
+def test_source_that_gives_no_step_is_an_error_not_a_silent_zero(tmp_path, random_model):
+    from media import write_wav
+
+    from avemo_edge.capture import SourceError
+
+    wav = write_wav(tmp_path / "blip.wav", seconds=0.03)  # 30 ms of sound: less than one step
+    cfg = parse_config({"source": {"video": f"file://{wav}", "realtime": False}, "model": {"path": str(random_model)}})
+    with pytest.raises(SourceError, match=r"blip\.wav ended before one 100 ms step"):
+        Daemon(cfg, publisher=Collect()).run()
+
+
+# --- issue #16 row 14 ---------------------------------------------------------------------------
+def test_fast_read_keeps_the_steps_decoded_before_a_mid_file_error(clips, random_model, tmp_path):
+    import re
+
+    from media import truncate_mid_stream
+
+    from avemo_edge.capture import SourceError
+
+    broken = truncate_mid_stream(clips["av"], tmp_path / "cut.mp4")
+    source = {"video": f"file://{broken}", "realtime": False}
+    cfg = parse_config({"source": source, "model": {"path": str(random_model)}})
+    pub = Collect()
+    with pytest.raises(SourceError, match=r"cut\.mp4 cannot be decoded: it is corrupt after") as err:
+        Daemon(cfg, publisher=pub).run()
+    pub.stop()
+    after = float(re.search(r"after ([\d.]+) s", str(err.value)).group(1))
+    steps = [p for topic, p in pub.messages if topic == "state"]
+    # before the fix the steps still in the aligner (~0.5 s ahead of the loop) were dropped
+    assert after > 0.5 and abs(len(steps) - round(after * 10)) <= 1, (after, len(steps))
+    assert [m["step"] for m in steps] == list(range(len(steps)))
+
+
+def test_camera_that_never_opened_publishes_flagged_steps(random_model):
+    cfg = parse_config(
+        {
+            "source": {"video": "v4l2:///dev/video-avemo-never", "retry_min_s": 0.2, "retry_max_s": 0.2},
+            "model": {"path": str(random_model)},
+            "status": {"interval_s": 0.2},
+        }
+    )
+    pub = Collect()
+    daemon = Daemon(cfg, publisher=pub)
+
+    def stop_after_steps():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(t == "state" for t, _ in list(pub.messages)) < 5:
+            time.sleep(0.05)
+        daemon.stop()
+
+    threading.Thread(target=stop_after_steps, daemon=True).start()
+    daemon.run()
+    pub.stop()
+    steps = [p for topic, p in pub.messages if topic == "state"]
+    assert len(steps) >= 5  # before the fix: none while the camera had never opened
+    assert all(not m["video"] and not m["face"] and not m["audio"] and not m["speech"] for m in steps)
+    statuses = [p for topic, p in pub.messages if topic == "status" and p["sources"]]
+    assert statuses and statuses[-1]["sources"]["v4l2:///dev/video-avemo-never"]["state"] == "lost"
+
+
+def test_frames_are_flagged_video_true(clips, random_model, tmp_path):
+    _, msgs = run_file(clips["mute"], random_model, tmp_path)
+    assert msgs and all(m["video"] for m in msgs)
+
+
+def test_inference_threads_setting(clips, random_model, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from avemo_edge.cli import app
+
+    with pytest.raises(ConfigError, match=r"model.threads = -1 is invalid"):
+        parse_config({"model": {"threads": -1}})
+    r = CliRunner().invoke(app, ["run", "--threads", "1", "--validate-config"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"]["threads"] == 1, r.output
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = parse_config(
+            {"source": {"video": f"file://{clips['mute']}", "realtime": False}, "model": {"path": str(random_model),
+             "threads": 1}, "output": {"stdout": "none"}}
+        )  # fmt: skip
+        Daemon(cfg, publisher=Collect()).run()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
