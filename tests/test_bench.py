@@ -98,6 +98,34 @@ def test_pipeline_mode_with_concurrent_streams(checkpoint, clip):
     assert "Concurrent streams" in md and ">= 22 FPS (paper)" in md and ">= 100 FPS (target)" in md
 
 
+def test_pipeline_faces_sweep_tracks_every_tiled_face_in_one_batched_call(checkpoint, clip, monkeypatch):
+    from avemo_edge.backends import TorchBackend
+
+    batches = []
+    inner = TorchBackend.step_rows
+
+    def counted(self, faces, audio, states):
+        batches.append(sum(f is not None for f in faces))
+        return inner(self, faces, audio, states)
+
+    monkeypatch.setattr(TorchBackend, "step_rows", counted)
+    opts = BenchOptions("pipeline", model=str(checkpoint), input=str(clip), faces=[1, 3], only="torch-fp32",
+                        seconds=0.3, warmup=2, threads=1)  # fmt: skip
+    report = run_bench(opts)
+    r = report["rows"][0]
+    assert r["status"] == "ok", r["detail"]
+    one, three = r["face_sweep"]
+    assert one["faces"] == 1 and three["faces"] == 3 and one["status"] == three["status"] == "ok"
+    assert one["faces_tracked"] > 0.9 and three["faces_tracked"] > 2.7  # every tiled copy is tracked
+    assert three["inference_ms"] > 0 and three["inference_ms_per_face"] > 0
+    assert batches and max(batches) == 3  # three faces: one visual batch of 3
+    md = to_markdown(report)
+    assert "Faces in one stream" in md and "inference ms per face" in md
+    with pytest.raises(AvemoError, match="--faces is a pipeline sweep"):
+        run_bench(BenchOptions("model", model=str(checkpoint), faces=[2]))
+    assert pipeline.tile_frame(np.zeros((2, 3, 3), np.uint8), 3).shape == (4, 6, 3)  # 2 x 2 grid, one cell empty
+
+
 def test_soak_reports_windows_and_drift(checkpoint, clip):
     opts = BenchOptions("soak", model=str(checkpoint), input=str(clip), only="torch-fp32", seconds=0.8, window=0.2,
                         warmup=1, threads=1)  # fmt: skip

@@ -8,7 +8,9 @@ last box continues that track (its id), the others start new tracks, and a track
 ends. A face that leaves is reported gone on the first step on which neither its window nor a
 full-frame detection finds it, so it is gone within one step (0.1 s at the daemon's 10 steps a
 second). A new face that enters while fewer than `max_faces` are tracked is found at the next
-full detection (within `detect_every` steps). `FaceTracker` is the one-face case (the largest).
+full detection (within `detect_every` steps). With several tracks, a step whose windows together
+would hold more (scaled) pixels than the scaled full frame detects on the full frame instead.
+`FaceTracker` is the one-face case (the largest).
 """
 
 from __future__ import annotations
@@ -92,13 +94,35 @@ class MultiFaceTracker:
             taken_track.add(j)
         return [taken_box.get(i) or Track(self._new_id(), b, self._updates) for i, b in enumerate(boxes)]
 
-    def _in_window(self, frame: np.ndarray, last: Box) -> Box | None:
-        self.window_detections += 1
+    def _window(self, frame: np.ndarray, last: Box) -> tuple[int, int, int, int]:
         side = max(last.w, last.h)
         grow = self.window * side
         h, w = frame.shape[:2]
         x0, y0 = max(0, int(last.x - grow)), max(0, int(last.y - grow))
         x1, y1 = min(w, int(last.x + last.w + grow)), min(h, int(last.y + last.h + grow))
+        return x0, y0, x1, y1
+
+    def _full_is_cheaper(self, frame: np.ndarray) -> bool:
+        """Whether one full-frame detection looks at fewer pixels than a window per track (several tracks).
+
+        The detector scales a full frame to `max_side` and each window to `window_px`, so from about
+        three faces on, one full-frame detection costs less than following each face in its window.
+        """
+        max_side = getattr(self.detector, "max_side", None)
+        if len(self.tracks) < 2 or not max_side:
+            return False
+        h, w = frame.shape[:2]
+        s = min(1.0, max_side / max(h, w))
+        windows = 0.0
+        for t in self.tracks:
+            x0, y0, x1, y1 = self._window(frame, t.box)
+            ws = min(1.0, self.window_px / max(x1 - x0, y1 - y0, 1))
+            windows += (x1 - x0) * (y1 - y0) * ws * ws
+        return h * w * s * s <= windows
+
+    def _in_window(self, frame: np.ndarray, last: Box) -> Box | None:
+        self.window_detections += 1
+        x0, y0, x1, y1 = self._window(frame, last)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None
         region = frame[y0:y1, x0:x1]
@@ -131,7 +155,7 @@ class MultiFaceTracker:
             return []
         self._since_full += 1
         tracks = None
-        if self.tracks and self._since_full < self.detect_every:
+        if self.tracks and self._since_full < self.detect_every and not self._full_is_cheaper(frame):
             tracks = self._follow(frame)
         if tracks is None:
             tracks = self._full(frame)
