@@ -12,6 +12,10 @@ as long as asked; the steps run as fast as they can (no pacing to 10 Hz), so FPS
 N streams are N threads, each with its own decoder, face detector, chunker and recognizer state,
 sharing one backend (one copy of the model), as N sources on one box would.
 
+With `pool`, the N streams step through one `avemo_edge.batching.RowPool`: each step waits
+(2 ms at most) for the other streams' and one batched backend call runs them all, as one backend
+serving N cameras would; a stream's inference time then includes that wait.
+
 With `faces` = n > 1 each step's frame is n tiled copies of itself (`tile_frame`: a grid of the
 file's frames, so n copies of its face), the cropper tracks up to n faces, the voice goes with
 the largest (`faces.VoicePolicy`) and the recognizer runs every face in one batched backend call
@@ -33,6 +37,7 @@ import numpy as np
 
 from avemo_edge.audio import STEP_SECONDS, AudioChunker
 from avemo_edge.backends import Backend, step_rows
+from avemo_edge.batching import PooledBackend, RowPool
 from avemo_edge.errors import AvemoError
 from avemo_edge.faces import FaceCropper, VoicePolicy
 from avemo_edge.media import audio_array
@@ -311,6 +316,8 @@ def _run_stream(
     finally:
         if not passed:  # never leave the other streams waiting for this one
             start.abort()
+        if isinstance(backend, PooledBackend):
+            backend.close()  # nor the pool
 
 
 def run_pipeline(
@@ -321,10 +328,12 @@ def run_pipeline(
     streams: int = 1,
     window: float | None = None,
     faces: int = 1,
+    pool: bool = False,
 ) -> dict[str, Any]:
     """N streams of the pipeline for `seconds` after `warmup` steps each; with `window`, per-window figures too.
 
     `faces` > 1: each frame is that many tiled copies of itself, and that many faces are tracked.
+    `pool`: the streams' steps are batched together through one `RowPool` on the backend.
     """
     results = [StreamResult(StageClock(STAGES)) for _ in range(streams)]
     deadline = [0.0]
@@ -335,9 +344,11 @@ def run_pipeline(
         deadline[0] = began[0] + seconds
 
     barrier = threading.Barrier(streams, action=on_start)
+    rows = RowPool(b.backend) if pool else None
+    backends = [rows.join() if rows else b.backend for _ in results]
     threads = [
-        threading.Thread(target=_run_stream, args=(b.backend, uri, warmup, barrier, deadline, r, faces), daemon=True)
-        for r in results
+        threading.Thread(target=_run_stream, args=(be, uri, warmup, barrier, deadline, r, faces), daemon=True)
+        for be, r in zip(backends, results, strict=True)
     ]
     for t in threads:
         t.start()
@@ -355,8 +366,12 @@ def run_pipeline(
         alive[0].join(timeout=min(wait, 0.2))
     errors = [r.error for r in results if r.error]
     if errors:
-        return {"streams": streams, "faces": faces, "status": "error", "detail": errors[0]}
-    return _summarise(results, streams, window, memory, faces)
+        return {"streams": streams, "faces": faces, "pooled": pool, "status": "error", "detail": errors[0]}
+    out = _summarise(results, streams, window, memory, faces)
+    out["pooled"] = pool
+    if rows is not None and rows.calls:
+        out["pool_rows_per_call"] = round(rows.rows / rows.calls, 2)  # all steps, the warm-up included
+    return out
 
 
 def _summarise(

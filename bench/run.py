@@ -42,6 +42,7 @@ class BenchOptions:
     batches: list[int] = field(default_factory=lambda: [1, 8])
     streams: list[int] = field(default_factory=lambda: [1])
     faces: list[int] = field(default_factory=lambda: [1])  # pipeline: faces per frame (tiled copies), one stream
+    pool_streams: bool = False  # pipeline: each stream count above 1 also with the streams' steps batched together
     input: str = "sample"
     window: float = 60.0  # soak: seconds per window
     threads: int | None = None  # torch intra-op (and onnxruntime) threads; None keeps the defaults
@@ -200,7 +201,11 @@ def _measure(b: Built, uri: str | None, opts: BenchOptions) -> dict[str, Any]:
     if opts.mode == "soak":
         res = run_pipeline(b, uri, opts.seconds, opts.warmup, opts.streams[0], opts.window)
         return _as_row(res)
-    sweep = [run_pipeline(b, uri, opts.seconds, opts.warmup, n) for n in opts.streams]
+    sweep = []
+    for n in opts.streams:
+        sweep.append(run_pipeline(b, uri, opts.seconds, opts.warmup, n))
+        if opts.pool_streams and n > 1:
+            sweep.append(run_pipeline(b, uri, opts.seconds, opts.warmup, n, pool=True))
     main = next((s for s in sweep if s["streams"] == 1), sweep[0])
     out = _as_row(main)
     if len(sweep) > 1 or opts.streams != [1]:

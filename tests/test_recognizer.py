@@ -172,3 +172,39 @@ def test_several_faces_one_voice_and_a_filter_per_track(backend):
     assert got.primary.beta > 0 and got.primary.alpha == 0
     with pytest.raises(ValueError, match="distinct"):
         multi.step_faces([(1, f1), (1, f2)], None)
+
+
+def test_streams_pooled_on_one_backend_get_their_own_results(backend):
+    import threading
+
+    from avemo_edge.batching import RowPool
+
+    rng = np.random.default_rng(4)
+    n_streams, steps = 3, 6
+    faces = rng.random((n_streams, steps, 2, 1, 32, 32), dtype=np.float32)  # two faces per stream and step
+    audio = rng.standard_normal((n_streams, steps, 64, 10)).astype(np.float32)
+    want = []
+    for s in range(n_streams):  # each stream alone on the bare backend
+        rec = StreamingRecognizer(backend)
+        want.append([rec.step_faces([(1, faces[s, k, 0]), (2, faces[s, k, 1])], audio[s, k], t=0.1 * k)
+                     for k in range(steps)])  # fmt: skip
+    pool = RowPool(backend, wait_s=5.0)  # long enough that every call holds all three streams
+    got: list[list] = [[] for _ in range(n_streams)]
+
+    def run(s: int, member) -> None:  # noqa: ANN001
+        rec = StreamingRecognizer(member)
+        for k in range(steps):
+            got[s].append(rec.step_faces([(1, faces[s, k, 0]), (2, faces[s, k, 1])], audio[s, k], t=0.1 * k))
+        member.close()
+
+    members = [pool.join() for _ in range(n_streams)]
+    threads = [threading.Thread(target=run, args=(s, m)) for s, m in enumerate(members)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert pool.calls == steps and pool.rows == steps * n_streams * 2  # one call per step for all streams
+    for s in range(n_streams):
+        for a, b in zip(got[s], want[s], strict=True):
+            assert np.allclose(a.primary.probs, b.primary.probs, atol=1e-5)
+            assert all(np.allclose(x.probs, y.probs, atol=1e-5) for x, y in zip(a.faces, b.faces, strict=True))
