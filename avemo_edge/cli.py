@@ -337,6 +337,10 @@ def bench(
     warmup: int = typer.Option(None, help="untimed calls (model: 10) or steps per stream (pipeline, soak: 20)"),
     batch: str = typer.Option("1,8,32", help="model: batch sizes of the sweep"),
     streams: str = typer.Option("1", help="pipeline: concurrent stream counts, e.g. 1,2,4 (soak: the first)"),
+    faces: str = typer.Option("1", help="pipeline: faces per frame (tiled copies of the input), e.g. 1,2,4"),
+    pool_streams: bool = typer.Option(
+        False, help="pipeline: also run each stream count above 1 with the streams' steps batched in one call"
+    ),
     input_: str = typer.Option("sample", "--input", help="pipeline, soak: 'sample' (embedded clip), a file or URI"),
     window: str = typer.Option("1m", help="soak: window length for the drift figures"),
     threads: int = typer.Option(None, help="torch intra-op and onnxruntime threads (default: the libraries' own)"),
@@ -362,7 +366,9 @@ def bench(
     opts = BenchOptions(
         mode=mode, model=model, exported=exported, only=only, seconds=parse_duration(duration or default_duration),
         warmup=default_warmup if warmup is None else warmup, batches=parse_ints(batch, "--batch"),
-        streams=parse_ints(streams, "--streams"), input=input_, window=parse_duration(window), threads=threads,
+        streams=parse_ints(streams, "--streams"), faces=parse_ints(faces, "--faces"), pool_streams=pool_streams,
+        input=input_,
+        window=parse_duration(window), threads=threads,
         target_fps=target_fps, matmul_size=matmul_size, matmul_seconds=matmul_seconds, ort_provider=ort_provider,
     )  # fmt: skip
     err = Console(stderr=True)

@@ -120,6 +120,9 @@ class RecognitionConfig:
             raise _Invalid("live_latency_s", "must be between 0 and 2 seconds")
 
 
+MAX_FACES = 32  # a sanity bound: each face is one more row of the visual encoder's batch every step
+
+
 @dataclass
 class FaceConfig:
     # "yunet" (the default: shipped with the package, five landmarks to level the eyes) or
@@ -128,12 +131,24 @@ class FaceConfig:
     # Full-frame detection every this many steps (and whenever the face is lost); in between the
     # detector looks only in a window around the last box. 1 = full frame every step.
     detect_every: int = 10
+    # Faces tracked per camera, each with a track id and its own TCS filter (the `faces` list of
+    # every state message); 1 follows the largest face only.
+    max_faces: int = 1
+    # Which face the voice is fused with (one microphone, one audio state): "largest" (the largest
+    # box, kept until another is 1.25 x larger) or "oldest" (tracked the longest). docs/DESIGN.md.
+    voice_policy: str = "largest"
 
     def check(self) -> None:
+        from .faces.voice import VOICE_POLICIES  # imports OpenCV's face stage modules only, no model
+
         if self.detector not in ("yunet", "haar"):
             raise _Invalid("detector", "must be 'yunet' or 'haar'")
         if self.detect_every < 1:
             raise _Invalid("detect_every", "must be at least 1")
+        if not 1 <= self.max_faces <= MAX_FACES:
+            raise _Invalid("max_faces", f"must be between 1 and {MAX_FACES}")
+        if self.voice_policy not in VOICE_POLICIES:
+            raise _Invalid("voice_policy", f"must be one of {', '.join(repr(p) for p in VOICE_POLICIES)}")
 
 
 @dataclass

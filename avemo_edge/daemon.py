@@ -42,6 +42,11 @@ from .sdnotify import Notifier
 log = logging.getLogger("avemo_edge")
 
 
+# The state message's version (docs/DESIGN.md, "The state message"): 2 added `schema`, `faces` and
+# `voice_face`; every field of version 1 is still there with its meaning (the stream's result).
+STATE_SCHEMA = 2
+
+
 class ModelMissingError(AvemoError):
     """No model to run: the default is not installed and none was named."""
 
@@ -133,7 +138,7 @@ class Daemon:
 
     def run(self) -> Summary:
         from .backends import create_backend
-        from .faces import FaceCropper, create_detector
+        from .faces import FaceCropper, VoicePolicy, create_detector
         from .recognizer import StreamingRecognizer
 
         cfg = self.cfg
@@ -166,7 +171,9 @@ class Daemon:
             backend.dims.face_channels,
             detector=create_detector(cfg.face.detector),
             detect_every=cfg.face.detect_every,
+            max_faces=cfg.face.max_faces,
         )
+        self.voice = VoicePolicy(cfg.face.voice_policy)
         recognizer = StreamingRecognizer(backend, cfg.recognition.smoothing, cfg.recognition.hold_margin)
         publisher = self._publisher if self._publisher is not None else build_publishers(cfg)
         publisher.subscribe("command", self._on_command)
@@ -324,6 +331,7 @@ class Daemon:
             if self._reset.is_set():
                 self._reset.clear()
                 recognizer.reset()
+                self.voice.reset()
             self._process(step, aligner.t0, cropper, recognizer, publisher, stats)
             last_step = time.monotonic()
         return "stopped"
@@ -344,12 +352,17 @@ class Daemon:
         self, step: Step, t0: float, cropper: Any, recognizer: Any, publisher: Publisher, stats: Stats
     ) -> None:
         t_detect = time.perf_counter()
-        face = cropper(step.frame) if step.frame is not None else None
+        faces = cropper.faces(step.frame)  # [] without a frame (the tracks end)
         detect_ms = (time.perf_counter() - t_detect) * 1000.0
         level = slice_level_dbfs(step.audio) if step.audio is not None else None
         speech = level is not None and level >= self.cfg.recognition.speech_threshold_dbfs
-        result = recognizer.step(face, step.audio, t=step.t)
-        payload = result.as_dict(self.classes)
+        voice = self.voice.choose(faces)
+        out = recognizer.step_faces(
+            [(f.id, f.crop) for f in faces], step.audio, t=step.t, voice=voice.id if voice else None
+        )
+        result = out.primary
+        boxes = {f.id: [f.box.x, f.box.y, f.box.w, f.box.h] for f in faces}
+        payload = {"schema": STATE_SCHEMA, **result.as_dict(self.classes)}
         payload.update(
             time=_now_iso(),
             t=round(step.t - t0, 3),  # the step's end, seconds since the stream's first capture
@@ -358,6 +371,8 @@ class Daemon:
             speech=speech,
             level_dbfs=round(level, 1) if level is not None else None,
             detect_ms=round(detect_ms, 2),
+            voice_face=out.voice,  # the track id the top-level fields and the voice belong to
+            faces=[{"id": r.id, "box": boxes[r.id], **r.as_dict(self.classes)} for r in out.faces],
         )
         t_pub = time.perf_counter()
         publisher.publish("state", payload)

@@ -133,10 +133,15 @@ def format_text(payload: dict[str, Any]) -> str:
     """One readable line per step: time, label and its probability, what was present, the gates."""
     p = payload["probs"][payload["label"]]
     flags = " ".join(name for name in ("face", "speech") if payload.get(name)) or "-"
-    return (
+    line = (
         f"{payload['t']:8.1f} s  {payload['label']:<9} {p:.2f}  {flags:<11} "
         f"alpha {payload['alpha']:.2f}  beta {payload['beta']:.2f}  {payload['latency_ms']:.0f} ms"
     )
+    faces = payload.get("faces") or []
+    if len(faces) > 1:  # several tracked faces: each one's id and shown label, the voice's marked with *
+        voice = payload.get("voice_face")
+        line += "  faces " + " ".join(f"{f['id']}{'*' if f['id'] == voice else ''}:{f['label']}" for f in faces)
+    return line
 
 
 class JsonLinesPublisher(QueuedPublisher):

@@ -141,6 +141,7 @@ class TensorRTBackend(GraphBackend):
                     f"but this device has {value!r}; engines do not travel, so build them again here "
                     "(docs/EXPORT.md)"
                 )
+        self.max_batch = int(built.get("max_batch", 1))  # the optimisation profile's largest batch
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.stream = rt.call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         runtime = trt.Runtime(self.logger)

@@ -11,6 +11,15 @@ as long as asked; the steps run as fast as they can (no pacing to 10 Hz), so FPS
 
 N streams are N threads, each with its own decoder, face detector, chunker and recognizer state,
 sharing one backend (one copy of the model), as N sources on one box would.
+
+With `pool`, the N streams step through one `avemo_edge.batching.RowPool`: each step waits
+(2 ms at most) for the other streams' and one batched backend call runs them all, as one backend
+serving N cameras would; a stream's inference time then includes that wait.
+
+With `faces` = n > 1 each step's frame is n tiled copies of itself (`tile_frame`: a grid of the
+file's frames, so n copies of its face), the cropper tracks up to n faces, the voice goes with
+the largest (`faces.VoicePolicy`) and the recognizer runs every face in one batched backend call
+(`StreamingRecognizer.step_faces`): the faces sweep shows what a step costs per face.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from avemo_edge.audio import STEP_SECONDS, AudioChunker
-from avemo_edge.backends import Backend
+from avemo_edge.backends import Backend, step_rows
+from avemo_edge.batching import PooledBackend, RowPool
 from avemo_edge.errors import AvemoError
-from avemo_edge.face import FaceCropper
+from avemo_edge.faces import FaceCropper, VoicePolicy
 from avemo_edge.media import audio_array
 from avemo_edge.recognizer import StreamingRecognizer
 
@@ -104,6 +114,28 @@ class TimedBackend:
         out = self.inner.step(face, audio, state)
         self.last_ms = (time.perf_counter() - t0) * 1000.0
         return out
+
+    def step_rows(
+        self, faces: list[np.ndarray | None], audio: list[np.ndarray | None], states: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+        t0 = time.perf_counter()
+        out = step_rows(self.inner, faces, audio, states)  # the inner backend's batched call, or its loop
+        self.last_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+
+def tile_frame(frame: np.ndarray, n: int) -> np.ndarray:
+    """n copies of a frame in a grid of ceil(sqrt(n)) columns (unused cells black): a frame with n faces."""
+    if n <= 1:
+        return frame
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    h, w = frame.shape[:2]
+    out = np.zeros((rows * h, cols * w, *frame.shape[2:]), frame.dtype)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * h : (r + 1) * h, c * w : (c + 1) * w] = frame
+    return out
 
 
 @dataclass
@@ -192,7 +224,8 @@ class StepDecoder:
 class StreamResult:
     clock: StageClock
     ends: list[float] = field(default_factory=list)  # seconds since the timed start, per timed step
-    faces: int = 0
+    faces: int = 0  # timed steps with at least one face
+    tracked: int = 0  # faces tracked, summed over the timed steps
     audio_steps: int = 0
     extra_slices: int = 0
     published: int = 0
@@ -202,13 +235,20 @@ class StreamResult:
 
 
 def _run_stream(
-    backend: Backend, uri: str, warmup: int, start: threading.Barrier, deadline: list[float], out: StreamResult
+    backend: Backend,
+    uri: str,
+    warmup: int,
+    start: threading.Barrier,
+    deadline: list[float],
+    out: StreamResult,
+    faces: int = 1,
 ) -> None:
     try:
         d = backend.dims
         timed = TimedBackend(backend)
         recognizer = StreamingRecognizer(timed)
-        cropper = FaceCropper(size=d.face_size, channels=d.face_channels)
+        cropper = FaceCropper(size=d.face_size, channels=d.face_channels, max_faces=faces)
+        voice = VoicePolicy()
         decoder = StepDecoder(uri)
         chunker: AudioChunker | None = None
         publisher = NullPublisher()
@@ -234,8 +274,11 @@ def _run_stream(
                     out.error = f"the input ended after {k} steps, within the {warmup}-step warm-up"
                 break
             frame, blocks = got
+            if frame is not None and faces > 1:
+                frame = tile_frame(frame, faces)  # part of "decode": making the input
             clock.lap("decode")
-            face = cropper(frame) if frame is not None else None
+            crops = cropper.faces(frame)
+            chosen = voice.choose(crops)
             clock.lap("face")
             mel = None
             if blocks:
@@ -246,16 +289,23 @@ def _run_stream(
                 if k >= warmup:
                     out.extra_slices += max(0, n - 1)
             clock.lap("log_mel")
-            result = recognizer.step(face, mel, t=k * STEP_SECONDS)
+            step = recognizer.step_faces(
+                [(c.id, c.crop) for c in crops], mel, t=k * STEP_SECONDS, voice=chosen.id if chosen else None
+            )
             clock.lap("tcs")
             clock.charge("inference", timed.last_ms, taken_from="tcs")
-            publisher.publish("state", result.as_dict(recognizer.classes))
+            payload = step.primary.as_dict(recognizer.classes)
+            boxes = {c.id: [c.box.x, c.box.y, c.box.w, c.box.h] for c in crops}
+            payload["voice_face"] = step.voice
+            payload["faces"] = [{"id": r.id, "box": boxes[r.id], **r.as_dict(recognizer.classes)} for r in step.faces]
+            publisher.publish("state", payload)
             clock.lap("publish")
             keep = k >= warmup
             clock.stop(keep)
             if keep:
                 out.ends.append(time.perf_counter() - t0)
-                out.faces += face is not None
+                out.faces += bool(crops)
+                out.tracked += len(crops)
                 out.audio_steps += mel is not None
             k += 1
         out.published, out.loops = publisher.sent, decoder.loops
@@ -266,6 +316,8 @@ def _run_stream(
     finally:
         if not passed:  # never leave the other streams waiting for this one
             start.abort()
+        if isinstance(backend, PooledBackend):
+            backend.close()  # nor the pool
 
 
 def run_pipeline(
@@ -275,8 +327,14 @@ def run_pipeline(
     warmup: int,
     streams: int = 1,
     window: float | None = None,
+    faces: int = 1,
+    pool: bool = False,
 ) -> dict[str, Any]:
-    """N streams of the pipeline for `seconds` after `warmup` steps each; with `window`, per-window figures too."""
+    """N streams of the pipeline for `seconds` after `warmup` steps each; with `window`, per-window figures too.
+
+    `faces` > 1: each frame is that many tiled copies of itself, and that many faces are tracked.
+    `pool`: the streams' steps are batched together through one `RowPool` on the backend.
+    """
     results = [StreamResult(StageClock(STAGES)) for _ in range(streams)]
     deadline = [0.0]
     began = [0.0]
@@ -286,9 +344,11 @@ def run_pipeline(
         deadline[0] = began[0] + seconds
 
     barrier = threading.Barrier(streams, action=on_start)
+    rows = RowPool(b.backend) if pool else None
+    backends = [rows.join() if rows else b.backend for _ in results]
     threads = [
-        threading.Thread(target=_run_stream, args=(b.backend, uri, warmup, barrier, deadline, r), daemon=True)
-        for r in results
+        threading.Thread(target=_run_stream, args=(be, uri, warmup, barrier, deadline, r, faces), daemon=True)
+        for be, r in zip(backends, results, strict=True)
     ]
     for t in threads:
         t.start()
@@ -306,16 +366,25 @@ def run_pipeline(
         alive[0].join(timeout=min(wait, 0.2))
     errors = [r.error for r in results if r.error]
     if errors:
-        return {"streams": streams, "status": "error", "detail": errors[0]}
-    return _summarise(results, streams, window, memory)
+        return {"streams": streams, "faces": faces, "pooled": pool, "status": "error", "detail": errors[0]}
+    out = _summarise(results, streams, window, memory, faces)
+    out["pooled"] = pool
+    if rows is not None and rows.calls:
+        out["pool_rows_per_call"] = round(rows.rows / rows.calls, 2)  # all steps, the warm-up included
+    return out
 
 
 def _summarise(
-    results: list[StreamResult], streams: int, window: float | None, memory: list[dict[str, Any]]
+    results: list[StreamResult], streams: int, window: float | None, memory: list[dict[str, Any]], faces: int = 1
 ) -> dict[str, Any]:
     totals = np.concatenate([np.asarray(r.clock.total) for r in results])
     if totals.size == 0:
-        return {"streams": streams, "status": "error", "detail": "the input ended before any step was timed"}
+        return {
+            "streams": streams,
+            "faces": faces,
+            "status": "error",
+            "detail": "the input ended before any step was timed",
+        }
     wall = max(r.ends[-1] for r in results if r.ends)
     steps = int(totals.size)
     merged = StageClock(STAGES)
@@ -333,7 +402,9 @@ def _summarise(
         "realtime": fps_stream >= 1.0 / STEP_SECONDS,  # each stream keeps up with 10 steps/s
         "latency_ms": Stats.of(totals).as_dict(),
         "stages": merged.breakdown(),
+        "faces": faces,  # faces in each frame (tiled copies); 1 = the input as it is
         "faces_found": round(sum(r.faces for r in results) / steps, 3),
+        "faces_tracked": round(sum(r.tracked for r in results) / steps, 3),  # mean per step
         "audio_steps": round(sum(r.audio_steps for r in results) / steps, 3),
         "extra_audio_slices": sum(r.extra_slices for r in results),
         "published": sum(r.published for r in results),

@@ -148,14 +148,16 @@ def stream_table(report: dict[str, Any]) -> list[str]:
     rows = []
     for r in report["rows"]:
         for s in r.get("stream_sweep", []):
+            pooled = f"yes ({s['pool_rows_per_call']} rows/call)" if s.get("pool_rows_per_call") else ""
             if s.get("status") != "ok":
-                rows.append([f"`{r['key']}`", str(s["streams"]), _status(s)] + [""] * 7)
+                rows.append([f"`{r['key']}`", str(s["streams"]), pooled, _status(s)] + [""] * 7)
                 continue
             lat = s["latency_ms"]
             rows.append(
                 [
                     f"`{r['key']}`",
                     str(s["streams"]),
+                    pooled,
                     "ok",
                     _num(s["fps"], 1),
                     _num(s["fps_per_stream"], 1),
@@ -171,6 +173,7 @@ def stream_table(report: dict[str, Any]) -> list[str]:
     header = [
         "row",
         "streams",
+        "batched together",
         "status",
         "FPS total",
         "FPS per stream",
@@ -180,7 +183,46 @@ def stream_table(report: dict[str, Any]) -> list[str]:
         "RSS MB",
         "each >= 10 steps/s",
     ]
-    return _table(header, rows, {1, 3, 4, 5, 6, 7, 8})
+    return _table(header, rows, {1, 4, 5, 6, 7, 8, 9})
+
+
+def face_table(report: dict[str, Any]) -> list[str]:
+    rows = []
+    for r in report["rows"]:
+        for s in r.get("face_sweep", []):
+            if s.get("status") != "ok":
+                rows.append([f"`{r['key']}`", str(s["faces"]), _status(s)] + [""] * 7)
+                continue
+            lat = s["latency_ms"]
+            rows.append(
+                [
+                    f"`{r['key']}`",
+                    str(s["faces"]),
+                    "ok",
+                    _num(s["faces_tracked"], 2),
+                    _num(s["fps"], 1),
+                    _num(lat["mean"]),
+                    _num(lat["p95"]),
+                    _num(s["face_ms"]),
+                    _num(s["inference_ms"]),
+                    _num(s["inference_ms_per_face"]),
+                ]
+            )
+    if not rows:
+        return []
+    header = [
+        "row",
+        "faces",
+        "status",
+        "tracked per step",
+        "steps/s",
+        "step mean ms",
+        "step p95 ms",
+        "face stage ms",
+        "inference ms",
+        "inference ms per face",
+    ]
+    return _table(header, rows, {1, 3, 4, 5, 6, 7, 8, 9})
 
 
 def limit_table(report: dict[str, Any]) -> list[str]:
@@ -310,6 +352,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for title, lines in (
         ("Batch sweep", batch_table(report)),
         ("Concurrent streams", stream_table(report)),
+        ("Faces in one stream (tiled copies of the input's frame)", face_table(report)),
         ("Compute bound of the visual encoder", limit_table(report)),
         ("Soak", soak_table(report)),
     ):

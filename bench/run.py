@@ -1,7 +1,7 @@
 """`avemo-edge bench`: run one mode over every row and collect the report (see docs/BENCHMARKS.md).
 
 model     each graph alone and one whole step, batch 1 and batched, and the compute bound
-pipeline  end to end on a media file, for N concurrent streams
+pipeline  end to end on a media file, for N concurrent streams, and for N faces in one stream
 soak      the pipeline for a long time (--duration 30m), in windows, for drift
 """
 
@@ -41,6 +41,8 @@ class BenchOptions:
     warmup: int = 10  # untimed calls (model) or steps (pipeline) first
     batches: list[int] = field(default_factory=lambda: [1, 8])
     streams: list[int] = field(default_factory=lambda: [1])
+    faces: list[int] = field(default_factory=lambda: [1])  # pipeline: faces per frame (tiled copies), one stream
+    pool_streams: bool = False  # pipeline: each stream count above 1 also with the streams' steps batched together
     input: str = "sample"
     window: float = 60.0  # soak: seconds per window
     threads: int | None = None  # torch intra-op (and onnxruntime) threads; None keeps the defaults
@@ -54,6 +56,8 @@ class BenchOptions:
             raise AvemoError(f"unknown bench mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.seconds <= 0 or self.warmup < 0:
             raise AvemoError("the run's seconds must be positive and its warm-up at least 0")
+        if self.faces != [1] and self.mode != "pipeline":
+            raise AvemoError("--faces is a pipeline sweep; use it with 'avemo-edge bench pipeline'")
         if self.threads is not None and self.threads < 1:
             raise AvemoError(f"--threads must be at least 1, not {self.threads}")
         if self.mode == "soak" and self.window * 2 > self.seconds:
@@ -197,12 +201,42 @@ def _measure(b: Built, uri: str | None, opts: BenchOptions) -> dict[str, Any]:
     if opts.mode == "soak":
         res = run_pipeline(b, uri, opts.seconds, opts.warmup, opts.streams[0], opts.window)
         return _as_row(res)
-    sweep = [run_pipeline(b, uri, opts.seconds, opts.warmup, n) for n in opts.streams]
+    sweep = []
+    for n in opts.streams:
+        sweep.append(run_pipeline(b, uri, opts.seconds, opts.warmup, n))
+        if opts.pool_streams and n > 1:
+            sweep.append(run_pipeline(b, uri, opts.seconds, opts.warmup, n, pool=True))
     main = next((s for s in sweep if s["streams"] == 1), sweep[0])
     out = _as_row(main)
     if len(sweep) > 1 or opts.streams != [1]:
         out["stream_sweep"] = [{k: v for k, v in s.items() if k not in ("stages", "_samples_ms")} for s in sweep]
+    if opts.faces != [1]:  # one stream with n faces per frame; the 1-stream run above is the 1-face point
+        points = []
+        for n in opts.faces:
+            reuse = n == 1 and main["streams"] == 1
+            points.append(_face_point(main if reuse else run_pipeline(b, uri, opts.seconds, opts.warmup, 1, faces=n)))
+        out["face_sweep"] = points
     return out
+
+
+def _face_point(res: dict[str, Any]) -> dict[str, Any]:
+    """One point of the faces sweep: the step's cost and the face and inference stages, per step and per face."""
+    if res["status"] != "ok":
+        return {"faces": res["faces"], "status": "error", "detail": res["detail"]}
+    stages = res["stages"]
+    tracked = res["faces_tracked"]
+    mean = {s: stages.get(s, {}).get("mean") for s in ("face", "inference")}
+    return {
+        "faces": res["faces"],
+        "status": "ok",
+        "faces_tracked": tracked,
+        "fps": res["fps"],
+        "latency_ms": res["latency_ms"],
+        "face_ms": mean["face"],
+        "inference_ms": mean["inference"],
+        "inference_ms_per_face": round(mean["inference"] / tracked, 3) if tracked and mean["inference"] else None,
+        "realtime": res["realtime"],
+    }
 
 
 def _as_row(res: dict[str, Any]) -> dict[str, Any]:

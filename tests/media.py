@@ -26,6 +26,37 @@ def face_frame(face_bgr: np.ndarray, t: float, visible: bool) -> np.ndarray:
     return frame
 
 
+def astronaut_face(face_bgr: np.ndarray) -> np.ndarray:
+    """The head and shoulders of the astronaut photo (her face lies around x 180-270, y 65-160)."""
+    return face_bgr[25:215, 130:320]
+
+
+def two_faces_frame(face_bgr: np.ndarray, t: float, second: bool = True, w: int = 640, h: int = 320) -> np.ndarray:
+    """Two copies of the face: a larger one on the left (it sways) and, while `second`, a smaller one on the right."""
+    frame = np.full((h, w, 3), (90, 110, 70), np.uint8)
+    head = astronaut_face(face_bgr)
+    big = cv2.resize(head, (190, 190), interpolation=cv2.INTER_AREA)
+    x = int(40 + 20 * np.sin(2 * np.pi * t / 3.0))
+    frame[60 : 60 + 190, x : x + 190] = big
+    if second:
+        small = cv2.resize(head, (150, 150), interpolation=cv2.INTER_AREA)
+        x = int(420 + 15 * np.cos(2 * np.pi * t / 2.0))
+        frame[80 : 80 + 150, x : x + 150] = small
+    return frame
+
+
+def tiled_faces_frame(face_bgr: np.ndarray, n: int) -> np.ndarray:
+    """n copies of the face side by side (2 rows from 3 on): a frame with n faces of one size."""
+    head = cv2.resize(astronaut_face(face_bgr), (160, 160), interpolation=cv2.INTER_AREA)
+    cols = n if n < 3 else -(-n // 2)
+    rows = -(-n // cols)
+    frame = np.full((rows * 200, cols * 200, 3), (90, 110, 70), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        frame[r * 200 + 20 : r * 200 + 180, c * 200 + 20 : c * 200 + 180] = head
+    return frame
+
+
 def voice(t: np.ndarray, rate: int, level_dbfs: float = -20.0) -> np.ndarray:
     f0 = 140 * (1 + 0.05 * np.sin(2 * np.pi * 0.7 * t))
     phase = 2 * np.pi * np.cumsum(f0) / rate
@@ -44,19 +75,22 @@ def make_clip(
     speech: list[tuple[float, float]] | None = None,
     audio: bool = True,
     rate: int = 48_000,
+    frame_at: Callable[[float], np.ndarray] | None = None,
 ) -> Path:
-    """Write an mp4 (H.264 + AAC stereo) and return its path."""
+    """Write an mp4 (H.264 + AAC stereo) and return its path; `frame_at(t)` replaces the sliding face."""
     speech = [(0.0, seconds)] if speech is None else speech
+    frame_at = frame_at or (lambda t: face_frame(face_bgr, t, face_visible(t)))
+    height, width = frame_at(0.0).shape[:2]
     out = av.open(str(path), "w")
     vs = out.add_stream("libx264", rate=fps)
-    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
     vs.options = {"preset": "ultrafast", "crf": "23"}
     if audio:
         a_st = out.add_stream("aac", rate=rate)
         a_st.layout = "stereo"
     for i in range(int(seconds * fps)):
         t = i / fps
-        frame = av.VideoFrame.from_ndarray(face_frame(face_bgr, t, face_visible(t)), format="bgr24")
+        frame = av.VideoFrame.from_ndarray(frame_at(t), format="bgr24")
         frame.pts, frame.time_base = i, Fraction(1, fps)
         for p in vs.encode(frame):
             out.mux(p)

@@ -83,7 +83,7 @@ def test_model_mode_report(checkpoint, tmp_path):
 
 def test_pipeline_mode_with_concurrent_streams(checkpoint, clip):
     opts = BenchOptions("pipeline", model=str(checkpoint), input=str(clip), streams=[1, 2], only="torch-fp32",
-                        target_fps=100, seconds=0.3, warmup=2, threads=1)  # fmt: skip
+                        target_fps=100, seconds=0.3, warmup=2, threads=1, pool_streams=True)  # fmt: skip
     report = run_bench(opts)
     assert [r["key"] for r in report["rows"]] == ["torch-fp32"]
     r = report["rows"][0]
@@ -91,11 +91,42 @@ def test_pipeline_mode_with_concurrent_streams(checkpoint, clip):
     assert list(r["stages"]) == list(pipeline.STAGES)
     assert r["steps"] > 0 and r["fps_per_stream"] > 0 and isinstance(r["meets_paper_fps"], bool)
     assert r["faces_found"] > 0 and r["audio_steps"] > 0.9 and r["published"] >= r["steps"]
-    assert [s["streams"] for s in r["stream_sweep"]] == [1, 2]
+    assert [(s["streams"], s["pooled"]) for s in r["stream_sweep"]] == [(1, False), (2, False), (2, True)]
     assert all(s["status"] == "ok" and s["memory"]["rss_mb"] > 0 for s in r["stream_sweep"])
+    assert 1 <= r["stream_sweep"][2]["pool_rows_per_call"] <= 2  # the two streams' rows, batched together
     assert isinstance(r["meets_target_fps"], bool)
     md = to_markdown(report)
-    assert "Concurrent streams" in md and ">= 22 FPS (paper)" in md and ">= 100 FPS (target)" in md
+    assert (
+        "Concurrent streams" in md and "rows/call" in md and ">= 22 FPS (paper)" in md and ">= 100 FPS (target)" in md
+    )
+
+
+def test_pipeline_faces_sweep_tracks_every_tiled_face_in_one_batched_call(checkpoint, clip, monkeypatch):
+    from avemo_edge.backends import TorchBackend
+
+    batches = []
+    inner = TorchBackend.step_rows
+
+    def counted(self, faces, audio, states):
+        batches.append(sum(f is not None for f in faces))
+        return inner(self, faces, audio, states)
+
+    monkeypatch.setattr(TorchBackend, "step_rows", counted)
+    opts = BenchOptions("pipeline", model=str(checkpoint), input=str(clip), faces=[1, 3], only="torch-fp32",
+                        seconds=0.3, warmup=2, threads=1)  # fmt: skip
+    report = run_bench(opts)
+    r = report["rows"][0]
+    assert r["status"] == "ok", r["detail"]
+    one, three = r["face_sweep"]
+    assert one["faces"] == 1 and three["faces"] == 3 and one["status"] == three["status"] == "ok"
+    assert one["faces_tracked"] > 0.9 and three["faces_tracked"] > 2.7  # every tiled copy is tracked
+    assert three["inference_ms"] > 0 and three["inference_ms_per_face"] > 0
+    assert batches and max(batches) == 3  # three faces: one visual batch of 3
+    md = to_markdown(report)
+    assert "Faces in one stream" in md and "inference ms per face" in md
+    with pytest.raises(AvemoError, match="--faces is a pipeline sweep"):
+        run_bench(BenchOptions("model", model=str(checkpoint), faces=[2]))
+    assert pipeline.tile_frame(np.zeros((2, 3, 3), np.uint8), 3).shape == (4, 6, 3)  # 2 x 2 grid, one cell empty
 
 
 def test_soak_reports_windows_and_drift(checkpoint, clip):

@@ -20,12 +20,13 @@ from avemo_edge.publish import JsonLinesPublisher, QueuedPublisher
 from avemo_edge.sdnotify import Notifier
 
 
-def run_file(clip, model, tmp_path, **source):
+def run_file(clip, model, tmp_path, face=None, **source):
     cfg = parse_config(
         {
             "source": {"video": f"file://{clip}", "realtime": False, **source},
             "model": {"path": str(model)},
             "output": {"stdout": "none"},
+            "face": face or {},
         }
     )
     out = tmp_path / f"{clip.stem}.jsonl"
@@ -49,6 +50,48 @@ def test_file_with_face_and_speech(clips, random_model, tmp_path):
     speech = [m["speech"] for m in msgs[:30]]
     assert speech[:5] == [False] * 5 and speech[5:25] == [True] * 20 and not any(speech[26:30])
     assert all(m["beta"] > 0 for m in msgs[:30]) and all(m["alpha"] > 0 for m in msgs[:30])
+    # schema 2 (max_faces = 1, the default): the version 1 fields as they were, plus one entry per face
+    assert set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} and m["schema"] == 2
+    (entry,) = m["faces"]
+    assert set(entry) == FACE_FIELDS and entry["id"] == m["voice_face"] and entry["raw"] == m["raw"]
+    assert len({m["voice_face"] for m in msgs[:30]}) == 1  # one track all along
+
+
+V1_FIELDS = {"t", "label", "probs", "raw", "alpha", "beta", "face", "audio", "latency_ms", "time", "step", "speech"}
+V1_FIELDS |= {"level_dbfs", "detect_ms"}
+FACE_FIELDS = {"id", "box", "label", "probs", "raw", "alpha"}
+
+
+@pytest.fixture(scope="module")
+def two_faces_clip(tmp_path_factory, astronaut_bgr):
+    """3 s, speech all along, two faces (the larger on the left) until the smaller one leaves at 1.5 s."""
+    from media import make_clip, two_faces_frame
+
+    path = tmp_path_factory.mktemp("two") / "two.mp4"
+    return make_clip(path, astronaut_bgr, 3.0, frame_at=lambda t: two_faces_frame(astronaut_bgr, t, second=t < 1.5))
+
+
+def test_two_faces_each_with_a_track_id_and_the_voice_with_the_largest(two_faces_clip, random_model, tmp_path):
+    _, msgs = run_file(two_faces_clip, random_model, tmp_path, face={"max_faces": 2})
+    assert all(m["schema"] == 2 and set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} for m in msgs)
+    both = msgs[:15]  # the newest frame of steps 0-14 is before 1.5 s
+    ids = {tuple(sorted(f["id"] for f in m["faces"])) for m in both}
+    assert len(ids) == 1 and len(next(iter(ids))) == 2  # two track ids, the same on every step
+    left = min(both[0]["faces"], key=lambda f: f["box"][0])["id"]
+    assert all(m["voice_face"] == left and m["face"] for m in msgs[:30])  # the larger face has the voice
+    for m in both:
+        assert all(set(f) == FACE_FIELDS and f["alpha"] > 0 for f in m["faces"])
+        voice = next(f for f in m["faces"] if f["id"] == m["voice_face"])
+        assert voice["raw"] == m["raw"]  # the top level is the voice with its face
+        assert all(f["box"][0] > 320 for f in m["faces"] if f["id"] != left)
+    # the smaller face leaves at 1.5 s: gone within 0.3 s (3 steps), the larger one keeps its id
+    gone = next(k for k, m in enumerate(msgs) if len(m["faces"]) == 1)
+    assert 15 <= gone <= 17 and all([f["id"] for f in m["faces"]] == [left] for m in msgs[gone:30])
+    # max_faces = 1 (the default) on the same clip: the largest face only, the old fields unchanged
+    (tmp_path / "one").mkdir()
+    _, one = run_file(two_faces_clip, random_model, tmp_path / "one")
+    assert all(len(m["faces"]) == 1 and m["faces"][0]["box"][0] < 320 for m in one[:30])
+    assert all(set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} for m in one)
 
 
 def test_face_appears_and_disappears(clips, random_model, tmp_path):
@@ -57,6 +100,8 @@ def test_face_appears_and_disappears(clips, random_model, tmp_path):
     # the face is gone for frames in [1.0, 2.0): steps whose newest frame falls there have none
     assert face[:10] == [True] * 10 and face[10:20] == [False] * 10 and face[20:] == [True] * 10
     assert all(m["alpha"] == 0 for m in msgs[10:20])
+    assert all(m["faces"] == [] and m["voice_face"] is None for m in msgs[10:20])  # no face: no entry
+    assert msgs[20]["voice_face"] != msgs[9]["voice_face"]  # it comes back as a new track
     assert all(m["audio"] for m in msgs[:30])  # a step without a face still gives a result
 
 
@@ -172,6 +217,11 @@ def test_corrupt_file_is_refused_in_one_sentence(tmp_path, clips, random_model):
         ("[camera]\nx = 1\n", "unknown key camera (value a table); the top level takes face, log, model, mqtt"),
         ("[face]\ndetector = 'mtcnn'\n", "face.detector = 'mtcnn' is invalid: must be 'yunet' or 'haar'"),
         ("[face]\ndetect_every = 0\n", "face.detect_every = 0 is invalid: must be at least 1"),
+        ("[face]\nmax_faces = 0\n", "face.max_faces = 0 is invalid: must be between 1 and 32"),
+        (
+            "[face]\nvoice_policy = 'loudest'\n",
+            "face.voice_policy = 'loudest' is invalid: must be one of 'largest', 'oldest'",
+        ),
         ("[source]\nvideo = 'camera://0'\nrealtime = false\n", "source.realtime = false is invalid"),
         ("[source]\nvideo = 'webcam'\n", "source.video = 'webcam' is invalid: use sample, file://PATH"),
         ("[mqtt\n", "is not valid TOML"),
@@ -201,6 +251,7 @@ def test_example_config_is_valid():
 
     cfg = load_config(Path(__file__).parents[1] / "systemd" / "avemo-edge.toml")
     assert cfg.mqtt.enabled and cfg.mqtt.password_credential
+    assert cfg.face.max_faces == 1 and cfg.face.voice_policy == "largest"  # the defaults, as the file says
 
 
 # --- alignment ------------------------------------------------------------------------------

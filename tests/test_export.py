@@ -176,6 +176,41 @@ def test_streaming_recognizer_runs_unchanged_on_onnxruntime(exported, stream):
         create_backend("onnxruntime", out / "onnx", provider="gpu")
 
 
+def test_batched_rows_on_onnxruntime_equal_per_face_steps_and_torch(exported, stream):
+    """The visual graph's batch axis is dynamic: n faces are one visual_encoder run, as n batch-1 steps give."""
+    ckpt, out, *_ = exported
+    backend = create_backend("onnxruntime", out / "onnx", provider="cpu", threads=1)
+    runs, inner = [], backend._run
+
+    def counted(graph, feeds):
+        runs.append((graph, next(iter(feeds.values())).shape[0]))  # (graph, batch of its first input)
+        return inner(graph, feeds)
+
+    backend._run = counted
+    faces = [f for f in stream.faces if f is not None][:4]
+    slice_ = next(a for a in stream.audio if a is not None)
+    state = backend.init_state()
+    rows = (faces, [slice_, None, None, None], [state, None, None, None])
+    logits, alpha, beta, states = backend.step_rows(*rows)
+    assert runs == [("visual_encoder", 4), ("audio_step", 1), ("fusion_head", 4)]
+    backend.max_batch, runs[:] = 3, []  # a TensorRT profile's largest batch: the rows go in chunks
+    chunked = backend.step_rows(*rows)
+    assert runs == [("visual_encoder", 3), ("visual_encoder", 1), ("audio_step", 1)] + [
+        ("fusion_head", 3),
+        ("fusion_head", 1),
+    ]
+    assert np.abs(chunked[0] - logits).max() < 1e-6
+    backend._run, backend.max_batch = inner, None
+    ref = [backend.step(faces[0], slice_, state)] + [backend.step(f, None, state) for f in faces[1:]]
+    assert np.abs(logits - np.stack([r[0] for r in ref])).max() < 1e-5
+    assert np.allclose(beta, [r[2] for r in ref]) and beta[1:].max() == 0
+    assert np.abs(states[0][0] - ref[0][3][0]).max() < 1e-6 and states[1] is None
+    torch_rows = TorchBackend(load_checkpoint(ckpt)).step_rows(
+        *rows[:2], [(torch.from_numpy(state[0]), torch.from_numpy(state[1]))] + [None] * 3
+    )
+    assert np.abs(logits - torch_rows[0]).max() < 1e-4
+
+
 def test_provider_failure_at_run_time_is_one_sentence_not_a_cpu_fallback(exported, stream, capfd):
     """onnxruntime's own fallback would print to stdout, move the session to the CPU and retry."""
     from onnxruntime.capi.onnxruntime_pybind11_state import EPFail

@@ -186,3 +186,70 @@ def test_tracking_matches_per_frame_detection(tmp_path, astronaut_bgr):
             same += np.linalg.norm(c1 - c2) < 0.1 * max(full.w, full.h)
     assert same / present >= 0.95, (same, present)
     assert tracker.full_detections < len(frames) / 3, tracker.full_detections
+
+
+def test_two_faces_get_two_stable_track_ids_and_a_face_that_leaves_is_gone_within_0_3_s(astronaut_bgr):
+    from media import two_faces_frame
+
+    from avemo_edge.faces import MultiFaceTracker
+
+    away = (2.0, 3.0)  # the smaller face leaves at 2.0 s and comes back at 3.0 s
+    tracker = MultiFaceTracker(YuNetFaceDetector(), detect_every=10, max_faces=2)
+    steps = []
+    for k in range(50):  # 5 s, one frame per 100 ms step
+        t = k * 0.1
+        tracks = tracker.update(two_faces_frame(astronaut_bgr, t, second=not away[0] <= t < away[1]))
+        steps.append((t, {tr.id: tr.box for tr in tracks}))
+    before = [ids for t, ids in steps if t < away[0]]
+    assert all(len(ids) == 2 for ids in before)
+    left, right = (min(before[0], key=lambda i: before[0][i].x), max(before[0], key=lambda i: before[0][i].x))
+    assert left != right
+    for ids in before:  # the same id stays on the same face
+        assert ids[left].x < 320 < ids[right].x
+    gone = [ids for t, ids in steps if away[0] <= t < away[1]]
+    assert list(gone[0]) == [left]  # gone on its first step without it (within 0.3 s), the other kept
+    assert all(list(ids) == [left] for ids in gone)
+    back = [ids for t, ids in steps if t >= away[1]]
+    new = [i for ids in back for i in ids if i not in (left, right)]
+    assert new and all(left in ids for ids in back)  # it comes back with a new id, found by a full detection
+    assert len(back) - sum(len(ids) == 2 for ids in back) <= 10
+
+
+def test_max_faces_takes_the_largest_and_ids_are_never_reused():
+    from avemo_edge.faces import MultiFaceTracker
+
+    class Scripted:
+        boxes: list = []
+
+        def detect(self, image):
+            return list(self.boxes)
+
+    det = Scripted()
+    tracker = MultiFaceTracker(det, detect_every=1, max_faces=2)
+    frame = np.zeros((400, 400, 3), np.uint8)
+    det.boxes = [Box(0, 0, 20, 20), Box(100, 100, 60, 60), Box(300, 300, 30, 30)]
+    first = tracker.update(frame)
+    assert [t.box for t in first] == [Box(100, 100, 60, 60), Box(300, 300, 30, 30)]  # largest first
+    det.boxes = [Box(102, 101, 60, 60), Box(301, 300, 30, 30)]
+    assert [t.id for t in tracker.update(frame)] == [t.id for t in first]  # the overlapping boxes keep their ids
+    det.boxes = []
+    assert tracker.update(frame) == []
+    det.boxes = [Box(100, 100, 60, 60)]
+    assert tracker.update(frame)[0].id not in {t.id for t in first}
+
+
+def test_voice_policies():
+    from avemo_edge.faces import Track, VoicePolicy
+
+    def tr(i, side, since=0):
+        return Track(i, Box(0, 0, side, side), since)
+
+    largest = VoicePolicy("largest")
+    assert largest.choose([tr(1, 50), tr(2, 60)]).id == 2
+    assert largest.choose([tr(1, 60), tr(2, 58)]).id == 2  # about as large: the voice stays
+    assert largest.choose([tr(1, 70), tr(2, 58)]).id == 1  # 1.46 x the area: it moves
+    assert largest.choose([]) is None and largest.current is None
+    oldest = VoicePolicy("oldest")
+    assert oldest.choose([tr(5, 90, since=7), tr(3, 40, since=2)]).id == 3
+    with pytest.raises(ValueError, match="largest, oldest"):
+        VoicePolicy("loudest")
