@@ -124,7 +124,8 @@ def render(r: dict[str, Any]) -> str:
              "| input | accuracy % | macro F1 % | detector missed % |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for name in ("direct", "detector"):
         d = r[name]
-        lines.append(f"| {name} | {100 * d['accuracy']:.2f} | {100 * d['macro_f1']:.2f} | {100 * d['missed_share']:.2f} |")
+        acc, f1, miss = (100 * d[k] for k in ("accuracy", "macro_f1", "missed_share"))
+        lines.append(f"| {name} | {acc:.2f} | {f1:.2f} | {miss:.2f} |")
     for name in ("direct", "detector"):
         rec = ", ".join(f"{k} {100 * v:.1f}" for k, v in r[name]["recall"].items())
         lines += ["", f"Recall % ({name}): {rec}"]
