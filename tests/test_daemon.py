@@ -51,7 +51,7 @@ def test_file_with_face_and_speech(clips, random_model, tmp_path):
     assert speech[:5] == [False] * 5 and speech[5:25] == [True] * 20 and not any(speech[26:30])
     assert all(m["beta"] > 0 for m in msgs[:30]) and all(m["alpha"] > 0 for m in msgs[:30])
     # schema 2 (max_faces = 1, the default): the version 1 fields as they were, plus one entry per face
-    assert set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} and m["schema"] == 2
+    assert set(m) == V1_FIELDS | {"schema", "voice_face", "faces", "video"} and m["schema"] == 2
     (entry,) = m["faces"]
     assert set(entry) == FACE_FIELDS and entry["id"] == m["voice_face"] and entry["raw"] == m["raw"]
     assert len({m["voice_face"] for m in msgs[:30]}) == 1  # one track all along
@@ -73,7 +73,7 @@ def two_faces_clip(tmp_path_factory, astronaut_bgr):
 
 def test_two_faces_each_with_a_track_id_and_the_voice_with_the_largest(two_faces_clip, random_model, tmp_path):
     _, msgs = run_file(two_faces_clip, random_model, tmp_path, face={"max_faces": 2})
-    assert all(m["schema"] == 2 and set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} for m in msgs)
+    assert all(m["schema"] == 2 and set(m) == V1_FIELDS | {"schema", "voice_face", "faces", "video"} for m in msgs)
     both = msgs[:15]  # the newest frame of steps 0-14 is before 1.5 s
     ids = {tuple(sorted(f["id"] for f in m["faces"])) for m in both}
     assert len(ids) == 1 and len(next(iter(ids))) == 2  # two track ids, the same on every step
@@ -91,7 +91,7 @@ def test_two_faces_each_with_a_track_id_and_the_voice_with_the_largest(two_faces
     (tmp_path / "one").mkdir()
     _, one = run_file(two_faces_clip, random_model, tmp_path / "one")
     assert all(len(m["faces"]) == 1 and m["faces"][0]["box"][0] < 320 for m in one[:30])
-    assert all(set(m) == V1_FIELDS | {"schema", "voice_face", "faces"} for m in one)
+    assert all(set(m) == V1_FIELDS | {"schema", "voice_face", "faces", "video"} for m in one)
 
 
 def test_face_appears_and_disappears(clips, random_model, tmp_path):
