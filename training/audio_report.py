@@ -53,14 +53,23 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
             zero_division=0)), "per_class_f1": dict(zip(EMOTIONS, map(float, per), strict=True))}  # fmt: skip
 
 
-def report(checkpoint: Path, cache: Path, split: str = "paper") -> dict[str, Any]:
-    ckpt = load_checkpoint(checkpoint)
-    rec = StreamingRecognizer(TorchBackend(ckpt))
+def report(checkpoint: Path, cache: Path, split: str = "paper", backend: str = "torch") -> dict[str, Any]:
+    """`checkpoint` is a .pt file (torch) or, with another backend, an export folder."""
+    if backend == "torch":
+        ckpt = load_checkpoint(checkpoint)
+        be = TorchBackend(ckpt)
+        digest = ckpt.sha256
+    else:
+        from avemo_edge.backends import create_backend
+
+        be, digest = create_backend(backend, str(checkpoint)), ""
+    rec = StreamingRecognizer(be)
     rav = RavdessCache(cache / "ravdess")
     clips = rav.split(split, "audio")["test"]
     y = np.array([c["label"] for c in clips])
-    index = {c: i for i, c in enumerate(ckpt.classes)}
-    out: dict[str, Any] = {"checkpoint": str(checkpoint), "sha256": ckpt.sha256, "split": split, "clips": len(clips)}
+    index = {c: i for i, c in enumerate(be.classes)}
+    out: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": backend, "sha256": digest, "split": split,
+                           "clips": len(clips)}  # fmt: skip
     labels: dict[float, np.ndarray] = {}
     for gain in GAINS_DB:
         mean_pred, end_pred, early_right = [], [], []
@@ -82,7 +91,8 @@ def report(checkpoint: Path, cache: Path, split: str = "paper") -> dict[str, Any
 
 def render(r: dict[str, Any]) -> str:
     lines = [f"Audio-only, {r['split']} split test actors, {r['clips']} clips, streamed through the device's "
-             f"recognizer: `python -m training.audio_report {r['checkpoint']}`", "",
+             f"recognizer: `python -m training.audio_report {r['checkpoint']} "
+             f"--backend {r.get('backend', 'torch')}`", "",
              "| gain | accuracy % (mean probs) | macro F1 % | accuracy % (shown at end) | macro F1 % "
              "| right 1.0 s after onset % | labels changed vs 0 dB |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
@@ -105,9 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", default="paper")
     ap.add_argument("--out", type=Path, help="also write audio_report.json and .md here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="torch", help="torch (a .pt) or onnxruntime (an export folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    r = report(args.checkpoint, args.cache, args.split)
+    r = report(args.checkpoint, args.cache, args.split, args.backend)
     write_report(args.out, "audio_report", r, render(r))
 
 

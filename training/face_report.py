@@ -99,21 +99,21 @@ def label_changes(backend: Any, faces: list[np.ndarray]) -> dict[str, float]:
     return shares
 
 
-def run(ckpt: str, cache: Path, robust: int) -> dict[str, Any]:
+def run(ckpt: str, cache: Path, robust: int, backend_name: str = "torch") -> dict[str, Any]:
     from avemo_edge.backends import create_backend
     from avemo_edge.evaluate_faces import evaluate_faces
 
     fc = FaceCache(cache / "faces")
     idx = fc.indices("test")
     images, labels = fc.images[idx], fc.labels[idx]
-    res: dict[str, Any] = {"checkpoint": ckpt, "faces": len(idx)}
+    res: dict[str, Any] = {"checkpoint": ckpt, "backend": backend_name, "faces": len(idx)}
     with tempfile.TemporaryDirectory() as tmp:
         direct, detector = write_folders(images, labels, Path(tmp))
         for name, folder, det in (("direct", direct, False), ("detector", detector, True)):
-            e = evaluate_faces(folder, model=ckpt, detector=det)
+            e = evaluate_faces(folder, model=ckpt, backend=backend_name, detector=det)
             res[name] = {"accuracy": e.accuracy, "macro_f1": e.macro_f1, "recall": e.recall,
                          "missed_share": e.no_face_share, "confusion": e.confusion, "labels": e.labels}  # fmt: skip
-    backend = create_backend("torch", ckpt)
+    backend = create_backend(backend_name, ckpt)
     sample = [img[0] if img.ndim == 3 else img for img in images[:robust]]
     res["robustness"] = {"faces": len(sample), "label_changes": label_changes(backend, sample)}
     return res
@@ -143,12 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--robust", type=int, default=500, help="test faces in the robustness sample")
     ap.add_argument("--out", type=Path, help="also write face_report.json and face_report.md here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="torch", help="torch (a .pt) or onnxruntime (an export folder)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(1)
-    r = run(a.checkpoint, a.cache, a.robust)
+    r = run(a.checkpoint, a.cache, a.robust, a.backend)
     write_report(a.out, "face_report", r, render(r))
 
 
