@@ -99,14 +99,14 @@ def label_changes(backend: Any, faces: list[np.ndarray]) -> dict[str, float]:
     return shares
 
 
-def run(ckpt: str, cache: Path, robust: int, backend_name: str = "torch") -> dict[str, Any]:
+def run(ckpt: str, cache: Path, robust: int, backend_name: str = "torch", split: str = "test") -> dict[str, Any]:
     from avemo_edge.backends import create_backend
     from avemo_edge.evaluate_faces import evaluate_faces
 
     fc = FaceCache(cache / "faces")
-    idx = fc.indices("test")
+    idx = fc.indices(split)
     images, labels = fc.images[idx], fc.labels[idx]
-    res: dict[str, Any] = {"checkpoint": ckpt, "backend": backend_name, "faces": len(idx)}
+    res: dict[str, Any] = {"checkpoint": ckpt, "backend": backend_name, "split": split, "faces": len(idx)}
     with tempfile.TemporaryDirectory() as tmp:
         direct, detector = write_folders(images, labels, Path(tmp))
         for name, folder, det in (("direct", direct, False), ("detector", detector, True)):
@@ -120,7 +120,7 @@ def run(ckpt: str, cache: Path, robust: int, backend_name: str = "torch") -> dic
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = [f"# Face branch on FER+ test ({r['faces']} faces): `{r['checkpoint']}`", "",
+    lines = [f"# Face branch on FER+ {r.get('split', 'test')} ({r['faces']} faces): `{r['checkpoint']}`", "",
              "| input | accuracy % | macro F1 % | detector missed % |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for name in ("direct", "detector"):
         d = r[name]
@@ -144,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="also write face_report.json and face_report.md here")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backend", default="torch", help="torch (a .pt) or onnxruntime (an export folder)")
+    ap.add_argument("--split", default="test", choices=("val", "test"), help="val: for choosing between models")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(1)
-    r = run(a.checkpoint, a.cache, a.robust, a.backend)
+    r = run(a.checkpoint, a.cache, a.robust, a.backend, a.split)
     write_report(a.out, "face_report", r, render(r))
 
 
