@@ -156,8 +156,8 @@ def ship(
         "## Limits",
         "",
         "- Most accuracy targets in docs/RESULTS.md are missed (see the numbers above): the voice branch about"
-        " matches a clip-statistics + SVM baseline, the face branch is far from the FER+ paper's 84-85 %, and it"
-        " almost never says fearful or disgust from a face.",
+        " matches a clip-statistics + SVM baseline, and the face branch is far from the FER+ paper's 84-85 % and"
+        " changes its answer for 7-20 % of faces when the framing, the light or the side shown changes.",
         "- RAVDESS is 24 North-American actors reading two fixed sentences in a studio: acted, not spontaneous,"
         " emotion. Expect lower accuracy on real users, other languages, children, far-field microphones.",
         "- No RAVDESS video was available for training: the joint model learnt from emotion-matched pairs"
