@@ -58,6 +58,26 @@ def list_images(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, str]
     return found
 
 
+def face_label(recognizer: Any, image: Any, cropper: Any = None) -> int | None:
+    """The class index one step of a fresh stream gives for a BGR image, without audio.
+
+    With `cropper` (a `FaceCropper`) the runtime's detector and crop make the input (None when it
+    finds no face); without, the whole image is the crop (no margin: a square image is resized).
+    """
+    from .face import Box, crop_face
+
+    if cropper is not None:
+        face = cropper(image)
+        if face is None:
+            return None
+    else:
+        h, w = image.shape[:2]
+        dims = recognizer.backend.dims
+        face = crop_face(image, Box(0, 0, w, h), dims.face_size, dims.face_channels, margin=0.0)
+    recognizer.reset()
+    return int(recognizer.step(face, None).raw.argmax())
+
+
 def evaluate_faces(
     folder: Path,
     model: str = "",
@@ -71,7 +91,7 @@ def evaluate_faces(
 
     from .backends import create_backend
     from .daemon import resolve_model
-    from .face import Box, FaceCropper, crop_face
+    from .face import FaceCropper
     from .recognizer import StreamingRecognizer
 
     be = create_backend(backend, str(resolve_model(model)))
@@ -90,18 +110,12 @@ def evaluate_faces(
         if image is None:
             unreadable.append((str(path), "it is not an image OpenCV can decode"))
         else:
-            if detector:
-                face = cropper(image)
-            else:
-                h, w = image.shape[:2]
-                face = crop_face(image, Box(0, 0, w, h), size, channels, margin=0.0)
-            if face is None:
+            label = face_label(recognizer, image, cropper if detector else None)
+            if label is None:
                 no_face += 1
             else:
-                recognizer.reset()
-                result = recognizer.step(face, None)
                 truth.append(cls)
-                pred.append(classes[int(result.raw.argmax())])
+                pred.append(classes[label])
         if advance:
             advance(path.name)
     labels = [c for c in classes if c in set(truth) | set(pred)]

@@ -78,25 +78,17 @@ def perturb(face: np.ndarray, kind: str) -> np.ndarray:
 
 def predict_faces(backend: Any, faces: list[np.ndarray]) -> np.ndarray:
     """Labels the runtime gives for (S, S) uint8 faces: one step each from a fresh stream, no audio."""
-    from avemo_edge.face import Box, crop_face
+    from avemo_edge.evaluate_faces import face_label
     from avemo_edge.recognizer import StreamingRecognizer
 
     rec = StreamingRecognizer(backend)
-    size, channels = backend.dims.face_size, backend.dims.face_channels
-    out = []
-    for face in faces:
-        bgr = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
-        h, w = face.shape[:2]
-        rec.reset()
-        out.append(int(rec.step(crop_face(bgr, Box(0, 0, w, h), size, channels, margin=0.0), None).raw.argmax()))
-    return np.array(out)
+    return np.array([face_label(rec, cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)) for face in faces])
 
 
 def label_changes(backend: Any, faces: list[np.ndarray]) -> dict[str, float]:
-    """Share of faces whose label changes under each perturbation (and its mean)."""
+    """Share of faces whose label changes under each perturbation."""
     base = predict_faces(backend, faces)
-    shares = {k: float(np.mean(predict_faces(backend, [perturb(f, k) for f in faces]) != base)) for k in PERTURBATIONS}
-    return shares
+    return {k: float(np.mean(predict_faces(backend, [perturb(f, k) for f in faces]) != base)) for k in PERTURBATIONS}
 
 
 def run(ckpt: str, cache: Path, robust: int, backend_name: str = "torch", split: str = "test") -> dict[str, Any]:
