@@ -264,6 +264,11 @@ NORM_FLOOR = 3.0  # normalised values stop 30 dB under the band's mean (an empty
 NORM_SILENCE = -NORM_FLOOR  # what every frame becomes before the stream's first sound
 GATE_DB = 30.0  # a frame more than this under the running level does not move the mean (pauses)
 RESET_DB = 25.0  # a frame this far above the running level restarts the mean (speech after silence)
+# mode "level": every band against the running level alone; the output stops 60 dB under it (the
+# front end's log floor lies further down than that for speech at -20 dB; <2 % of speech bands
+# of RAVDESS sit lower, docs/DESIGN.md)
+LEVEL_FLOOR = 6.0
+NORM_MODES = ("band", "level")
 
 
 def _frame_level_db(frame: torch.Tensor) -> float:
@@ -295,11 +300,20 @@ class LevelNormalizer:
     front end's absolute floor can differ with the gain: there the floor is absolute.
     Each step's 5 new frames update the state; the whole 10-frame slice is then expressed against
     the mean after this step.
+
+    mode "level" keeps the same running level (gate, reset, time constant) but subtracts it alone,
+    one number for all bands, floored LEVEL_FLOOR under it: gain still cancels exactly, while the
+    spectral envelope (a bright angry voice, a dark sad one) reaches the network from the first
+    frame instead of being subtracted away. A static EQ no longer cancels: training draws a random
+    EQ tilt instead (`audio_eq_tilt_db`).
     """
 
-    def __init__(self, tau_s: float) -> None:
+    def __init__(self, tau_s: float, mode: str = "band") -> None:
         if tau_s <= 0:
             raise ValueError(f"the normalisation time constant must be positive, not {tau_s}")
+        if mode not in NORM_MODES:
+            raise ValueError(f"the normalisation mode must be one of {', '.join(NORM_MODES)}, not {mode!r}")
+        self.mode = mode
         self.min_weight = HOP_LENGTH / SAMPLE_RATE / tau_s  # 1 / (frames per time constant)
         self.reset()
 
@@ -327,16 +341,18 @@ class LevelNormalizer:
             if not silent[j]:
                 self._update(x[:, j])
         if self.mean is None:
-            return torch.full_like(x, NORM_SILENCE)
+            return torch.full_like(x, NORM_SILENCE if self.mode == "band" else -LEVEL_FLOOR)
+        if self.mode == "level":
+            return torch.maximum(x - self.level / 10.0, torch.full_like(x, -LEVEL_FLOOR))
         ref = self.mean.clamp_min(self.level / 10.0 - EMPTY_BAND)[:, None]  # (64, 1)
         return torch.maximum(x - ref, torch.full_like(x, -NORM_FLOOR))  # digital zero: the floor
 
 
-def normalize_slices(slices: torch.Tensor, tau_s: float) -> torch.Tensor:
+def normalize_slices(slices: torch.Tensor, tau_s: float, mode: str = "band") -> torch.Tensor:
     """A whole clip's (T, 64, 10) slices as a fresh stream's LevelNormalizer gives them (0: unchanged)."""
     if tau_s <= 0:
         return slices
-    norm = LevelNormalizer(tau_s)
+    norm = LevelNormalizer(tau_s, mode)
     return torch.stack([norm(s) for s in slices]) if len(slices) else slices
 
 

@@ -42,6 +42,8 @@ class ModelDims:
     # Time constant (s) of the causal per-band mean normalisation of the log-mel stream that
     # the runtime applies before this network (`audio.LevelNormalizer`); 0: none (older models).
     audio_norm_s: float = 0.0
+    # what it subtracts: "band" (each band's running mean) or "level" (the running level alone)
+    audio_norm: str = "band"
     slice_frames: int = 10
     embed_dim: int = 128
     lstm_hidden: int = 128
@@ -52,6 +54,8 @@ class ModelDims:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
+        if self.audio_norm not in ("band", "level"):
+            raise ValueError(f"audio_norm must be 'band' or 'level', not {self.audio_norm!r}")
         if self.face_stem not in ("imagenet", "small"):
             raise ValueError(f"face_stem must be 'imagenet' or 'small', not {self.face_stem!r}")
         if self.face_width < 8 or self.face_width % 8:

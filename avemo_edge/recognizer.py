@@ -92,7 +92,8 @@ class StreamingRecognizer:
         self.classes = backend.classes
         self.filter = TCSFilter(smoothing, hold_margin)
         tau = getattr(backend.dims, "audio_norm_s", 0.0)
-        self.level = LevelNormalizer(tau) if tau > 0 else None  # the model's own audio front end
+        mode = getattr(backend.dims, "audio_norm", "band")
+        self.level = LevelNormalizer(tau, mode) if tau > 0 else None  # the model's own audio front end
         self.state = backend.init_state()
         self.smoothing, self.hold_margin = smoothing, hold_margin
         self.track_filters: dict[int, TCSFilter] = {}  # track id -> that face's filter

@@ -173,11 +173,12 @@ def _speechy(seconds: float = 3.0, seed: int = 0, broadband: bool = False) -> np
     return (0.1 * voice + 1e-4 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+@pytest.mark.parametrize("mode", A.NORM_MODES)
 @pytest.mark.parametrize("gain_db", [-20.0, -10.0, 6.0])
-def test_level_normalizer_removes_gain(gain_db):
+def test_level_normalizer_removes_gain(gain_db, mode):
     x = _speechy()
-    ref = A.normalize_slices(A.log_mel_slices(x), 3.0)
-    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0)
+    ref = A.normalize_slices(A.log_mel_slices(x), 3.0, mode)
+    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0, mode)
     onset = 11  # the first step whose new frames are all voice (the lead-in may meet the log floor)
     assert float((got[onset:] - ref[onset:]).abs().max()) < 1e-3  # log10 units: 0.01 dB
 
@@ -199,6 +200,22 @@ def test_level_normalizer_removes_static_eq_and_is_causal():
     assert torch.equal(A.normalize_slices(changed, 3.0)[:20], ref[:20])
 
 
+def test_level_mode_keeps_the_spectral_envelope():
+    """mode "level" subtracts one number for all bands: a tilt of the spectrum reaches the network
+    (as it does not in mode "band"), and the stream's first voiced step already shows it."""
+    x = _speechy(broadband=True)
+    slices = A.log_mel_slices(x)
+    tilt = torch.linspace(-0.3, 0.3, A.N_MELS)[None, :, None]
+    eq = torch.where(slices > A.SILENT_FRAME, slices + tilt, slices)
+    ref, got = A.normalize_slices(slices, 3.0, "level"), A.normalize_slices(eq, 3.0, "level")
+    diff = (got[11:] - ref[11:]).mean((0, 2))  # per band
+    assert float(diff[-1] - diff[0]) == pytest.approx(0.6, abs=0.05)  # the full tilt, low to high
+    norm = A.LevelNormalizer(3.0, "level")
+    assert torch.all(norm(A.log_mel_slices(np.zeros(3200, np.float32))[0]) == -A.LEVEL_FLOOR)
+    with pytest.raises(ValueError, match="mode"):
+        A.LevelNormalizer(3.0, "cepstral")
+
+
 def test_level_normalizer_silence_and_reset():
     norm = A.LevelNormalizer(3.0)
     zero = A.log_mel_slices(np.zeros(3200, np.float32))
@@ -213,8 +230,9 @@ def test_level_normalizer_silence_and_reset():
         A.LevelNormalizer(0.0)
 
 
+@pytest.mark.parametrize("mode", A.NORM_MODES)
 @pytest.mark.parametrize("gain_db", [-20.0, -10.0, 6.0])
-def test_level_normalizer_removes_gain_near_the_log_floor(gain_db):
+def test_level_normalizer_removes_gain_near_the_log_floor(gain_db, mode):
     """RAVDESS-like recordings: speech at -40 dBFS, pauses of dithered near-silence (about -125 dBFS)
     whose quietest bands meet the front end's log floor once the gain drops. From the speech onset
     on, the normalised stream must not depend on the gain."""
@@ -223,7 +241,7 @@ def test_level_normalizer_removes_gain_near_the_log_floor(gain_db):
     voice = sum(np.sin(2 * np.pi * 180 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     voice[(t < 1.0) | ((t > 2.0) & (t < 2.5))] = 0.0  # a lead-in and a pause
     x = (0.01 * voice + 3e-7 * rng.standard_normal(t.size)).astype(np.float32)
-    ref = A.normalize_slices(A.log_mel_slices(x), 3.0)
-    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0)
+    ref = A.normalize_slices(A.log_mel_slices(x), 3.0, mode)
+    got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0, mode)
     onset = 11  # step 10 ends at 1.1 s: the first whose new frames are all speech
     assert float((got[onset:] - ref[onset:]).abs().max()) < 1e-3

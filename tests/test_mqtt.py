@@ -289,7 +289,7 @@ def test_half_open_broker_comes_back_online_and_every_message_is_counted(broker,
     cfg = MQTTConfig(
         enabled=True, port=broker.port, device_id="halfopen", qos=1, queue_size=20, keepalive_s=5,
         reconnect_min_s=0.2, reconnect_max_s=0.5,
-    )
+    )  # fmt: skip
     pub = MqttPublisher(cfg)
     produced, stop = 0, threading.Event()
 

@@ -114,3 +114,10 @@ def log_gain(slices: torch.Tensor, gain_db: float) -> torch.Tensor:
     """A gain of `gain_db` applied to log10 mel slices: +gain/10 per band, floored as the front end floors."""
     floor = math.log10(LOG_FLOOR)
     return torch.where(slices <= floor, slices, (slices + gain_db / 10.0).clamp_min(floor))
+
+
+def eq_tilt(slices: torch.Tensor, tilt_db: float) -> torch.Tensor:
+    """A microphone's linear EQ tilt: -tilt_db at the lowest band to +tilt_db at the highest, on sound only."""
+    floor = math.log10(LOG_FLOOR)
+    ramp = torch.linspace(-tilt_db / 10.0, tilt_db / 10.0, slices.shape[1], dtype=slices.dtype)[None, :, None]
+    return torch.where(slices <= floor, slices, (slices + ramp).clamp_min(floor))

@@ -36,6 +36,7 @@ class TrainConfig:
     # causal per-band mean normalisation of the log-mel stream, time constant in seconds (0: off);
     # see avemo_edge.audio.LevelNormalizer: it makes the audio branch blind to gain and static EQ
     audio_norm_s: float = 0.0
+    audio_norm: str = "band"  # 'band' (per-band running mean) or 'level' (running level alone)
     bidirectional: bool = False
     # optimisation (paper 3.4.1-3.4.6)
     lr: float = 1e-4  # audio branch and fusion
@@ -53,7 +54,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # cosine only: linear warm-up
     label_smoothing: float = 0.0
     soft_labels: bool = False  # visual stage: cross-entropy on the normalised crowd votes (FER+ paper)
-    class_weight: str = "none"  # 'none' or 'sqrt': loss weights (1 / frequency) ** 0.5, mean 1
+    class_weight: str = "none"  # 'none', 'sqrt' or 'balanced': loss weights (1 / frequency) ** 0.5 or ** 1, mean 1
     # audio: per-step CE only from the step where the clip's speech starts (its silent lead-in
     # carries no emotion; learning it teaches the room, not the voice)
     ce_from_onset: bool = False
@@ -83,6 +84,7 @@ class TrainConfig:
     audio_pitch_semitones: float = 1.0
     audio_pitch_p: float = 0.5
     audio_gain_db: float = 0.0  # random gain +- this many dB (level invariance)
+    audio_eq_tilt_db: float = 0.0  # random linear EQ tilt, up to +- this many dB at the band edges
     spec_freq_mask: int = 0  # SpecAugment: up to this many mel bands masked per clip (two masks)
     spec_time_mask: int = 0  # SpecAugment: up to this many steps masked per clip (two masks)
     modality_dropout: float = 0.15  # joint stage: probability that a clip loses its faces, and its audio
@@ -106,7 +108,8 @@ class TrainConfig:
         if self.stage not in ("visual", "audio", "joint"):
             raise ConfigError(f"stage must be 'visual', 'audio' or 'joint', not {self.stage!r}")
         for key, choices in (("optimizer", ("adam", "adamw", "sgd")), ("schedule", ("plateau", "cosine")),
-                             ("class_weight", ("none", "sqrt"))):  # fmt: skip
+                             ("class_weight", ("none", "sqrt", "balanced")),
+                             ("audio_norm", ("band", "level"))):  # fmt: skip
             if getattr(self, key) not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {getattr(self, key)!r}")
 

@@ -184,8 +184,10 @@ class ClipDataset(Dataset):
             slices = self._clean_slices(clip)
         if train and c.audio_gain_db:
             slices = aug.log_gain(slices, float(rng.uniform(-c.audio_gain_db, c.audio_gain_db)))
+        if train and c.audio_eq_tilt_db:
+            slices = aug.eq_tilt(slices, float(rng.uniform(-c.audio_eq_tilt_db, c.audio_eq_tilt_db)))
         onset = speech_onset_step(slices)
-        slices = normalize_slices(slices, c.audio_norm_s)
+        slices = normalize_slices(slices, c.audio_norm_s, c.audio_norm)
         if train and (c.spec_freq_mask or c.spec_time_mask):
             slices = aug.spec_augment(slices, c.spec_freq_mask, c.spec_time_mask, rng)
         return slices, onset
@@ -298,11 +300,13 @@ def speech_onset_step(slices: torch.Tensor, below_peak_db: float = 20.0) -> int:
     return int(np.argmax(levels >= levels.max() - below_peak_db))
 
 
-def mel_statistics(cache: RavdessCache, clips: list[dict], norm_s: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def mel_statistics(
+    cache: RavdessCache, clips: list[dict], norm_s: float = 0.0, mode: str = "band"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-band mean and std of the (normalised) log-mel frames of the training clips (paper 3.1.3)."""
     total, sq, n = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), 0
     for c in clips:
-        s = normalize_slices(log_mel_slices(cache.waveform(c)), norm_s)[:, :, -FRAMES_PER_STEP:].double()
+        s = normalize_slices(log_mel_slices(cache.waveform(c)), norm_s, mode)[:, :, -FRAMES_PER_STEP:].double()
         frames = s.permute(1, 0, 2).reshape(64, -1)
         total += frames.sum(1)
         sq += (frames**2).sum(1)

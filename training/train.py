@@ -56,8 +56,8 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: TrainConfig) -> AVEmotionNet:
     dims = ModelDims(
         face_size=cfg.face_size, face_channels=cfg.face_channels, face_stem=cfg.face_stem,
-        face_width=cfg.face_width, audio_norm_s=cfg.audio_norm_s, bidirectional=cfg.bidirectional,
-        dropout=cfg.dropout,
+        face_width=cfg.face_width, audio_norm_s=cfg.audio_norm_s, audio_norm=cfg.audio_norm,
+        bidirectional=cfg.bidirectional, dropout=cfg.dropout,
     )  # fmt: skip
     model = AVEmotionNet(dims)
     if cfg.init:
@@ -190,7 +190,8 @@ class Run:
                     parts = {k: [c for c in v if c["audio"]] for k, v in parts.items()}
                     self.notes.append(PAIRS_NOTE)
             if not (cfg.init_audio or cfg.init):
-                mean, std = mel_statistics(rav, [c for c in parts["train"] if c["audio"]], cfg.audio_norm_s)
+                audio_clips = [c for c in parts["train"] if c["audio"]]
+                mean, std = mel_statistics(rav, audio_clips, cfg.audio_norm_s, cfg.audio_norm)
                 self.model.audio.mel_mean.copy_(mean)
                 self.model.audio.mel_std.copy_(std)
             kw = {"faces_from": faces_from, "face_cache": face_cache, "use_audio": True}
@@ -201,9 +202,9 @@ class Run:
             self.data_desc = f"RAVDESS {cfg.split} split, {len(parts['train'])}/{len(parts['val'])} train/val clips"
             train_labels = np.array([c["label"] for c in parts["train"]])
         self.weight = None
-        if cfg.class_weight == "sqrt":
+        if cfg.class_weight != "none":
             freq = np.bincount(train_labels, minlength=self.model.dims.n_classes).astype(np.float64)
-            w = 1.0 / np.sqrt(np.maximum(freq, 1.0))
+            w = np.maximum(freq, 1.0) ** (-0.5 if cfg.class_weight == "sqrt" else -1.0)
             self.weight = torch.tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=self.device)
         self.model.to(self.device)
         self.train_loader = DataLoader(self.train_set, bs, shuffle=True, collate_fn=collate, generator=gen)
