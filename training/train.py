@@ -90,7 +90,8 @@ def param_groups(model: AVEmotionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
             continue
         groups.setdefault((name.startswith("visual."), p.ndim >= 2), []).append(p)
     return [
-        {"params": ps, "lr": cfg.lr_visual if vis else cfg.lr, "weight_decay": cfg.weight_decay if decay else 0.0}
+        {"params": ps, "lr": cfg.lr_visual if vis else cfg.lr, "weight_decay": cfg.weight_decay if decay else 0.0,
+         "branch": "visual" if vis else "rest"}  # fmt: skip
         for (vis, decay), ps in groups.items()
     ]
 
@@ -321,6 +322,10 @@ class Run:
         res["acc"] = correct / max(count, 1)
         return res
 
+    def _lr(self, branch: str) -> float | None:
+        """The current learning rate of the visual branch or of the rest (None: nothing of it trains)."""
+        return next((g["lr"] for g in self.opt.param_groups if g.get("branch") == branch), None)
+
     def meta(self, val: dict[str, float]) -> dict[str, Any]:
         return {
             "stage": self.cfg.stage, "epoch": self.epoch, "val": val, "config": asdict(self.cfg),
@@ -343,7 +348,7 @@ class Run:
             else:
                 self.bad_epochs += 1
             row = {"epoch": self.epoch, "seconds": round(time.monotonic() - t0, 1),
-                   "lr": self.opt.param_groups[0]["lr"], "lr_visual": min(g["lr"] for g in self.opt.param_groups),
+                   "lr": self._lr("rest"), "lr_visual": self._lr("visual"),
                    **{f"train_{k}": round(v, 5) for k, v in tr.items()},
                    **{f"val_{k}": round(v, 5) for k, v in va.items()}, "best": improved}  # fmt: skip
             self.log.append(row)
