@@ -38,6 +38,10 @@ class ModelDims:
     # channels of ResNet-18's first stage (64 in He et al.); each later stage doubles them. A
     # narrower network keeps the paper's depth and block structure at a fraction of the cost.
     face_width: int = 64
+    # True: the face and its mirror image go through the ResNet together and their pooled features
+    # are averaged, so the branch cannot tell a face from its mirror (left/right is no emotion);
+    # twice the face stage's compute, the same weights (a checkpoint can be switched either way)
+    face_mirror: bool = False
     n_mels: int = 64
     # Time constant (s) of the causal per-band mean normalisation of the log-mel stream that
     # the runtime applies before this network (`audio.LevelNormalizer`); 0: none (older models).
@@ -115,6 +119,9 @@ class VisualEncoder(nn.Module):
         self.layer3 = self._make_layer(2 * w, 4 * w, stride=2)
         self.layer4 = self._make_layer(4 * w, 8 * w, stride=2)
         self.proj = nn.Linear(8 * w, dims.embed_dim)
+        self.mirror = dims.face_mirror
+        # the columns reversed, as a gather (ONNX Gather runs on every backend; no negative-step slice)
+        self.register_buffer("_reverse", torch.arange(dims.face_size - 1, -1, -1), persistent=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -124,9 +131,14 @@ class VisualEncoder(nn.Module):
         return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.mirror:
+            x = torch.cat([x, x.index_select(-1, self._reverse)])  # (2B, C, S, S): faces, then mirrors
         x = self.stem(x)  # (B, W, S/4, S/4) imagenet stem, (B, W, S/2, S/2) small stem
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 8W, s, s)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 8W)
+        if self.mirror:
+            x = 0.5 * (x[:n] + x[n:])
         return F.normalize(self.proj(x), dim=-1)  # (B, 128), unit length (paper 3.2)
 
 

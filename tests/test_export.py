@@ -31,7 +31,7 @@ from export.formats import BY_NAME, formats_markdown, parse_formats  # noqa: E40
 from export.stream import parity_stream  # noqa: E402
 from export.verify import compare, run_stream, verify_exports  # noqa: E402
 
-DIMS = ModelDims(face_size=32)
+DIMS = ModelDims(face_size=32, face_mirror=True)  # the mirror gather and batch halves in every graph
 REPO = Path(__file__).resolve().parents[1]
 
 

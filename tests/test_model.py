@@ -90,9 +90,33 @@ def test_visual_embedding_is_unit_length_and_resnet18_sized():
     assert resnet == 11_176_512  # torchvision resnet18 minus its 1000-way fc (11,689,512 - 513,000)
 
 
+def test_mirror_branch_cannot_tell_a_face_from_its_mirror_and_keeps_the_weights():
+    torch.manual_seed(0)
+    plain = AVEmotionNet(ModelDims(face_width=8)).eval()
+    mirror = AVEmotionNet(ModelDims(face_width=8, face_mirror=True)).eval()
+    mirror.load_state_dict(plain.state_dict())  # the same tensors: a checkpoint switches either way
+    faces = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        v, v_flip = mirror.visual(faces), mirror.visual(faces.flip(-1))
+        avg = plain.visual.proj(0.5 * (_pooled(plain.visual, faces) + _pooled(plain.visual, faces.flip(-1))))
+    assert torch.allclose(v, v_flip, atol=1e-5)  # exactly mirror-blind
+    assert torch.allclose(v, torch.nn.functional.normalize(avg, dim=-1), atol=1e-5)  # the mean of the two
+    assert not torch.allclose(plain.visual(faces), plain.visual(faces.flip(-1)), atol=1e-3)  # a plain one is not
+
+
+def _pooled(enc, x):
+    x = enc.layer4(enc.layer3(enc.layer2(enc.layer1(enc.stem(x)))))
+    return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
 @pytest.mark.parametrize(
     "kwargs, msg",
-    [({"face_stem": "vgg"}, "face_stem"), ({"face_channels": 2}, "face_channels"), ({"n_mels": 60}, "multiple of 8")],
+    [
+        ({"face_stem": "vgg"}, "face_stem"),
+        ({"face_channels": 2}, "face_channels"),
+        ({"n_mels": 60}, "multiple of 8"),
+        ({"audio_norm": "cepstral"}, "audio_norm"),
+    ],
 )
 def test_unsupported_dims_rejected_with_a_sentence(kwargs, msg):
     with pytest.raises(ValueError, match=msg):

@@ -33,6 +33,7 @@ class TrainConfig:
     face_channels: int = 1
     face_stem: str = "small"
     face_width: int = 64  # ResNet-18 channels of its first stage (64 = He et al.)
+    face_mirror: bool = False  # average the face's and its mirror image's features (avemo_edge.model.ModelDims)
     # causal per-band mean normalisation of the log-mel stream, time constant in seconds (0: off);
     # see avemo_edge.audio.LevelNormalizer: it makes the audio branch blind to gain and static EQ
     audio_norm_s: float = 0.0
@@ -88,6 +89,10 @@ class TrainConfig:
     spec_freq_mask: int = 0  # SpecAugment: up to this many mel bands masked per clip (two masks)
     spec_time_mask: int = 0  # SpecAugment: up to this many steps masked per clip (two masks)
     modality_dropout: float = 0.15  # joint stage: probability that a clip loses its faces, and its audio
+    # joint stage: weight of a face-only cross-entropy on a batch of FER+ training images per batch
+    # of clips (the face path through the shared head keeps FER+'s own labels and class mix, which
+    # the emotion-matched pairs, drawn with RAVDESS's mix, do not teach); 0: off
+    face_aux_weight: float = 0.0
     # starting weights
     init: str = ""  # a whole checkpoint to start from (fine-tuning, or a warm restart in a later session)
     init_visual: str = ""  # checkpoint whose visual branch starts the joint model

@@ -21,6 +21,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,8 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: TrainConfig) -> AVEmotionNet:
     dims = ModelDims(
         face_size=cfg.face_size, face_channels=cfg.face_channels, face_stem=cfg.face_stem,
-        face_width=cfg.face_width, audio_norm_s=cfg.audio_norm_s, audio_norm=cfg.audio_norm,
-        bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+        face_width=cfg.face_width, face_mirror=cfg.face_mirror, audio_norm_s=cfg.audio_norm_s,
+        audio_norm=cfg.audio_norm, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
     )  # fmt: skip
     model = AVEmotionNet(dims)
     if cfg.init:
@@ -90,8 +91,12 @@ def param_groups(model: AVEmotionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
             continue
         groups.setdefault((name.startswith("visual."), p.ndim >= 2), []).append(p)
     return [
-        {"params": ps, "lr": cfg.lr_visual if vis else cfg.lr, "weight_decay": cfg.weight_decay if decay else 0.0,
-         "branch": "visual" if vis else "rest"}  # fmt: skip
+        {
+            "params": ps,
+            "lr": cfg.lr_visual if vis else cfg.lr,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "branch": "visual" if vis else "rest",
+        }  # fmt: skip
         for (vis, decay), ps in groups.items()
     ]
 
@@ -207,6 +212,13 @@ class Run:
             freq = np.bincount(train_labels, minlength=self.model.dims.n_classes).astype(np.float64)
             w = np.maximum(freq, 1.0) ** (-0.5 if cfg.class_weight == "sqrt" else -1.0)
             self.weight = torch.tensor(w / (w * freq).sum() * freq.sum(), dtype=torch.float32, device=self.device)
+        self.aux_loader: DataLoader | None = None
+        if cfg.stage == "joint" and cfg.face_aux_weight > 0:
+            aux_faces = FaceCache(cache / "faces")
+            check_face_fit(aux_faces.index["face"], cfg.face_size, cfg.face_channels, str(cache / "faces"))
+            self.aux_set = ImageDataset(aux_faces, "train", cfg, train=True, seed=cfg.seed)
+            aux_gen = torch.Generator().manual_seed(cfg.seed + 1)
+            self.aux_loader = DataLoader(self.aux_set, cfg.visual_batch_size, shuffle=True, generator=aux_gen)
         self.model.to(self.device)
         self.train_loader = DataLoader(self.train_set, bs, shuffle=True, collate_fn=collate, generator=gen)
         self.val_loader = DataLoader(self.val_set, bs, shuffle=False, collate_fn=collate)
@@ -272,6 +284,13 @@ class Run:
     # --- epochs -----------------------------------------------------------------------------
     def _set_epoch(self) -> None:
         self.train_set.epoch = self.epoch
+        if self.aux_loader is not None:
+            self.aux_set.epoch = self.epoch
+
+    def _aux_batches(self) -> Iterator[Any]:
+        """FER+ batches for the joint stage's face-only loss, as many as needed (the loader restarts)."""
+        while self.aux_loader is not None:
+            yield from self.aux_loader
 
     def train_epoch(self, progress: Any) -> dict[str, float]:
         self.model.train()
@@ -287,10 +306,14 @@ class Run:
             else min(self.cfg.limit_batches, len(self.train_loader))
         )
         task = progress(f"epoch {self.epoch + 1}", total)
+        aux = self._aux_batches()
         for i, batch in enumerate(self.train_loader):
             if self.cfg.limit_batches and i >= self.cfg.limit_batches:
                 break
             out = self.forward(self.model, to_device(batch, self.device), self.cfg, self.weight)
+            if self.aux_loader is not None:
+                face_only = image_forward(self.model, to_device(next(aux), self.device), self.cfg)
+                out["loss"] = out["loss"] + self.cfg.face_aux_weight * face_only["loss"]
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
