@@ -1,5 +1,6 @@
 """Training and evaluation smoke runs on a tiny prepared cache: shapes, resume, reports (no timing)."""
 
+import csv
 import json
 
 import cv2
@@ -90,6 +91,15 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     a, b = load_checkpoint(visual).state_dict, load_checkpoint(frozen).state_dict
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("visual."))  # weights and BN statistics
     assert not torch.equal(a["fusion.gate_v.weight"], b["fusion.gate_v.weight"])
+    # the face-only FER+ loss is added to every batch's: the same run with it trains on more loss
+    aux = train(
+        cfg(cache, tmp_path / "aux", "joint", max_epochs=1, init_visual=str(visual), init_audio=str(audio),
+            freeze="visual,audio", face_aux_weight=1.0, face_mirror=True),
+        echo=lambda *a: None,
+    )  # fmt: skip
+    loss = {r: float(next(csv.DictReader(open(tmp_path / r / "log.csv")))["train_loss"]) for r in ("frozen", "aux")}
+    assert loss["aux"] > loss["frozen"] + 1.0, loss  # + a 7-way CE of about ln 7 = 1.95
+    assert load_checkpoint(aux).dims.face_mirror
     no_tcs = train(
         cfg(
             cache,
@@ -206,6 +216,9 @@ def test_recipe_choices_are_checked():
         load_config(None, ["optimizer=lion"])
     with pytest.raises(ConfigError, match="schedule must be one of"):
         load_config(None, ["schedule=steps"])
+    with pytest.raises(ConfigError, match="audio_norm must be one of band, level"):
+        load_config(None, ["audio_norm=cepstral"])
+    assert load_config(None, ["class_weight=balanced"]).class_weight == "balanced"
 
 
 def test_soft_label_ce_and_onset_mask():
