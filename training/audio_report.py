@@ -53,7 +53,9 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
             zero_division=0)), "per_class_f1": dict(zip(EMOTIONS, map(float, per), strict=True))}  # fmt: skip
 
 
-def report(checkpoint: Path, cache: Path, split: str = "paper", backend: str = "torch") -> dict[str, Any]:
+def report(
+    checkpoint: Path, cache: Path, split: str = "paper", backend: str = "torch", part: str = "test"
+) -> dict[str, Any]:
     """`checkpoint` is a .pt file (torch) or, with another backend, an export folder."""
     if backend == "torch":
         ckpt = load_checkpoint(checkpoint)
@@ -65,11 +67,11 @@ def report(checkpoint: Path, cache: Path, split: str = "paper", backend: str = "
         be, digest = create_backend(backend, str(checkpoint)), ""
     rec = StreamingRecognizer(be)
     rav = RavdessCache(cache / "ravdess")
-    clips = rav.split(split, "audio")["test"]
+    clips = rav.split(split, "audio")[part]
     y = np.array([c["label"] for c in clips])
     index = {c: i for i, c in enumerate(be.classes)}
     out: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": backend, "sha256": digest, "split": split,
-                           "clips": len(clips)}  # fmt: skip
+                           "part": part, "clips": len(clips)}  # fmt: skip
     labels: dict[float, np.ndarray] = {}
     for gain in GAINS_DB:
         mean_pred, end_pred, early_right = [], [], []
@@ -90,9 +92,11 @@ def report(checkpoint: Path, cache: Path, split: str = "paper", backend: str = "
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = [f"Audio-only, {r['split']} split test actors, {r['clips']} clips, streamed through the device's "
+    part = r.get("part", "test")
+    flag = " --part val" if part == "val" else ""
+    lines = [f"Audio-only, {r['split']} split {part} actors, {r['clips']} clips, streamed through the device's "
              f"recognizer: `python -m training.audio_report {r['checkpoint']} "
-             f"--backend {r.get('backend', 'torch')}`", "",
+             f"--backend {r.get('backend', 'torch')}{flag}`", "",
              "| gain | accuracy % (mean probs) | macro F1 % | accuracy % (shown at end) | macro F1 % "
              "| right 1.0 s after onset % | labels changed vs 0 dB |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
@@ -113,12 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--cache", type=Path, default=Path("cache"))
     ap.add_argument("--split", default="paper")
+    ap.add_argument("--part", default="test", choices=("val", "test"), help="val: the validation actors, for choosing")
     ap.add_argument("--out", type=Path, help="also write audio_report.json and .md here")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backend", default="torch", help="torch (a .pt) or onnxruntime (an export folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    r = report(args.checkpoint, args.cache, args.split, args.backend)
+    r = report(args.checkpoint, args.cache, args.split, args.backend, args.part)
     write_report(args.out, "audio_report", r, render(r))
 
 

@@ -32,13 +32,26 @@ from .splits import CV_TEST_FOLDS, PAPER_SPLIT
 ACTIVE_DB = 30.0  # frames within this many dB of the clip's loudest frame
 
 
-def clip_features(wave: np.ndarray) -> np.ndarray:
-    """(n,) 16 kHz float -> (320,) statistics of the loud frames' log-mel."""
+NORMS = ("raw", "level", "band")
+
+
+def clip_features(wave: np.ndarray, norm: str = "raw") -> np.ndarray:
+    """(n,) 16 kHz float -> (320,) statistics of the loud frames' log-mel.
+
+    `norm` asks what a normalisation costs: "level" subtracts the loud frames' mean level (one
+    number, log10 units) from every band, "band" each band's own mean (its mean statistics are
+    then 0 and left out: 256 numbers)."""
     mel = log_mel_frames(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))).numpy()  # (64, F)
     energy = 10 * np.log10((10.0**mel).sum(0) + 1e-30)  # frame level, dB
-    x = mel[:, energy >= energy.max() - ACTIVE_DB]
+    keep = energy >= energy.max() - ACTIVE_DB
+    x = mel[:, keep]
+    if norm == "level":
+        x = x - energy[keep].mean() / 10.0
+    elif norm == "band":
+        x = x - x.mean(1, keepdims=True)
     diff = np.diff(x, axis=1) if x.shape[1] > 1 else np.zeros((64, 1))
-    return np.concatenate([x.mean(1), x.std(1), np.percentile(x, 10, 1), np.percentile(x, 90, 1), diff.std(1)])
+    stats = [x.std(1), np.percentile(x, 10, 1), np.percentile(x, 90, 1), diff.std(1)]
+    return np.concatenate(stats if norm == "band" else [x.mean(1), *stats])
 
 
 def _fit_score(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
@@ -64,16 +77,17 @@ def _cv(x: np.ndarray, y: np.ndarray, actors: np.ndarray, folds: list[tuple[int,
     return out
 
 
-def run(cache: Path) -> dict[str, Any]:
+def run(cache: Path, norm: str = "raw") -> dict[str, Any]:
     rav = RavdessCache(cache / "ravdess")
     clips = [c for c in rav.clips if c["audio"]]
     t0 = time.monotonic()
-    x = np.stack([clip_features(rav.waveform(c)) for c in clips])
+    x = np.stack([clip_features(rav.waveform(c), norm) for c in clips])
     y = np.array([c["label"] for c in clips])
     actors = np.array([c["actor"] for c in clips])
     test = np.isin(actors, PAPER_SPLIT["test"])
     return {
         "clips": len(clips),
+        "norm": norm,
         "paper": _fit_score(x, y, ~test, test),
         "cv_project_folds": _cv(x, y, actors, list(CV_TEST_FOLDS)),
         "cv_mod5_folds": _cv(x, y, actors, [tuple(a for a in range(1, 25) if (a - 1) % 5 == k) for k in range(5)]),
@@ -90,7 +104,7 @@ def render(r: dict[str, Any]) -> str:
     p = r["paper"]
     lines = [
         f"Clip-statistics + SVM baseline ({r['clips']} RAVDESS speech clips, {r['seconds']} s): "
-        "`python -m training.baseline`",
+        f"`python -m training.baseline{'' if r.get('norm', 'raw') == 'raw' else ' --norm ' + r['norm']}`",
         "",
         "| evaluation | accuracy % | macro F1 % |",
         "| --- | ---: | ---: |",
@@ -107,9 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path("cache"), help="the folder `avemo-edge prepare` wrote")
     ap.add_argument("--out", type=Path, help="also write baseline.json and baseline.md here")
+    ap.add_argument(
+        "--norm", default="raw", choices=NORMS, help="the log-mel as is, less its level, or less each band's mean"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    r = run(args.cache)
+    r = run(args.cache, args.norm)
     write_report(args.out, "baseline", r, render(r))
 
 

@@ -42,8 +42,8 @@ def print_prepare_summary(summary: Summary, console: Console) -> None:
 
 def write_report(out: Path | None, stem: str, data: dict[str, Any], text: str) -> None:
     """Print a report's markdown and, with `out`, save it as `<stem>.md` and its numbers as `<stem>.json`."""
-    print(text)
-    if out:
+    if out:  # the files first: a closed stdout (a pipe into `head`) must not lose them
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
         (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
