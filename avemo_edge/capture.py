@@ -19,6 +19,7 @@ that can never work raises `SourceError`. `SourceWorker` runs one source in a th
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import queue
@@ -110,7 +111,6 @@ class FileSource:
         self.has_video = self.has_audio = False
         self._items: Iterator[Frame | AudioBlock] | None = None
         self._pending: Frame | AudioBlock | None = None
-        self._container = None
 
     def open(self) -> None:
         import av
@@ -135,44 +135,71 @@ class FileSource:
         self._items = self._decode()
 
     def _decode(self) -> Iterator[Frame | AudioBlock]:
+        """Every item of the file (of each pass, with `loop`), stamped on the monotonic clock.
+
+        In real time the items come in the file's packet order: the reader sleeps until each stamp
+        and the aligner waits for every stream of a file, so a file that stores its sound late
+        loses nothing. Read as fast as possible, the reader runs ahead and the loop takes a step
+        as soon as the reader waits for room: audio stored seconds after its video (a poorly
+        interleaved file) came too late for its steps and was dropped (issue #16 row 7). So then
+        video and audio are demuxed by two readers of the file and merged by stamp: memory stays
+        two demuxers' whatever the offset (no lookahead buffer), at the cost of reading the file
+        twice (each reader skips the other stream's packets without decoding them).
+        """
         import av
 
         offset, t0 = 0.0, time.monotonic()
         while True:
-            end = 0.0
-            frames, last = 0, None
+            progress = _Progress()
+            kinds = ["video"] * self.has_video + ["audio"] * self.has_audio
+            if self.realtime or len(kinds) == 1:
+                readers = [self._demux(kinds, t0 + offset, progress)]
+                items: Iterator[Frame | AudioBlock] = readers[0]
+            else:
+                readers = [self._demux([kind], t0 + offset, progress) for kind in kinds]
+                items = heapq.merge(*readers, key=lambda item: item.t)
             try:
-                self._container = container = av.open(str(self.path))
-                streams = list(container.streams.video[:1])
-                if self.has_audio:
-                    streams += container.streams.audio[:1]
-                start = min((float(s.start_time * s.time_base) for s in streams if s.start_time is not None), default=0)
-                for packet in container.demux(streams):
-                    for frame in packet.decode():
-                        if frame.pts is None or frame.time is None:
-                            continue
-                        t = t0 + offset + frame.time - start
-                        if isinstance(frame, av.VideoFrame):
-                            item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
-                            rate = packet.stream.average_rate
-                            end = max(end, t + (float(1 / rate) if rate else 0.0))
-                            frames, last = frames + 1, item
-                        else:
-                            item = AudioBlock(audio_array(frame), frame.sample_rate, t)
-                            end = max(end, item.end)
-                        yield item
+                for item in items:
+                    if isinstance(item, Frame):
+                        progress.frames, progress.last = progress.frames + 1, item
+                    yield item
             except av.error.FFmpegError as e:
-                where = f" after {end - t0 - offset:.1f} s" if end else ""
+                where = f" after {progress.end - t0 - offset:.1f} s" if progress.end else ""
                 why = f"it is corrupt{where} ({av_reason(e)})"
                 raise SourceError(f"file {self.path} cannot be decoded: {why}") from None
             finally:
-                container.close()
-                self._container = None
+                for reader in readers:  # each closes its container
+                    reader.close()
+            end, frames, last = progress.end, progress.frames, progress.last
             if frames == 1 and not self.has_audio and not self.loop and offset == 0:
                 yield Frame(last.image, last.t + self.HOLD)  # a still image: held for one step
             if not self.loop or end <= t0 + offset:
                 return
             offset = end - t0
+
+    def _demux(self, kinds: list[str], base: float, progress: _Progress) -> Iterator[Frame | AudioBlock]:
+        """The frames and blocks of the streams of `kinds` ("video", "audio") in the file's packet order,
+        stamped base + time since the file's start (the earliest start of the streams it reads)."""
+        import av
+
+        with av.open(str(self.path)) as container:
+            streams = list(container.streams.video[:1])
+            if self.has_audio:
+                streams += container.streams.audio[:1]
+            start = min((float(s.start_time * s.time_base) for s in streams if s.start_time is not None), default=0)
+            for packet in container.demux([s for s in streams if s.type in kinds]):
+                for frame in packet.decode():
+                    if frame.pts is None or frame.time is None:
+                        continue
+                    t = base + frame.time - start
+                    if isinstance(frame, av.VideoFrame):
+                        item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
+                        rate = packet.stream.average_rate
+                        progress.end = max(progress.end, t + (float(1 / rate) if rate else 0.0))
+                    else:
+                        item = AudioBlock(audio_array(frame), frame.sample_rate, t)
+                        progress.end = max(progress.end, item.end)
+                    yield item
 
     def read(self, timeout: float) -> Frame | AudioBlock | None:
         if self._items is None:
@@ -196,6 +223,15 @@ class FileSource:
         if self._items is not None:
             self._items.close()
         self._items, self._pending = None, None
+
+
+@dataclass
+class _Progress:
+    """What one pass over a file has decoded so far: the end of its data (monotonic s) and its video frames."""
+
+    end: float = 0.0
+    frames: int = 0
+    last: Frame | None = None
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

@@ -161,3 +161,22 @@ def truncate_mid_stream(clip: Path, path: Path, keep: float = 0.5) -> Path:
     path.write_bytes(data[: int(len(data) * keep)])
     remuxed.unlink()
     return path
+
+
+def mux_audio_late(clip: Path, path: Path, late: float = 2.0) -> Path:
+    """`clip` remuxed (no re-encoding) with each audio packet stored `late` seconds of video after its time:
+    the file holds the first `late` seconds of video before any sound (a poorly interleaved recording).
+    An mkv keeps that order on reading; an mp4's demuxer reorders packets more than 1 s apart."""
+    with av.open(str(clip)) as inp:
+        packets = [p for p in inp.demux() if p.dts is not None]
+        # max_interleave_delta = 1 us: FFmpeg writes packets in the order given instead of re-interleaving them
+        with av.open(str(path), "w", options={"max_interleave_delta": "1"}) as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+
+            def stored_at(p: av.Packet) -> float:
+                return float(p.dts * p.time_base) + (late if p.stream.type == "audio" else 0.0)
+
+            for p in sorted(packets, key=stored_at):
+                p.stream = streams[p.stream.index]
+                out.mux(p)
+    return path

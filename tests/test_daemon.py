@@ -557,6 +557,21 @@ def test_fast_read_keeps_the_steps_decoded_before_a_mid_file_error(clips, random
     assert [m["step"] for m in steps] == list(range(len(steps)))
 
 
+# --- issue #16 row 7 ----------------------------------------------------------------------------
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+def test_fast_read_of_a_poorly_interleaved_file_keeps_its_audio(clips, random_model, tmp_path, container):
+    from media import mux_audio_late
+
+    late = mux_audio_late(clips["av"], tmp_path / f"late.{container}", late=2.0)  # sound stored 2 s after its video
+    summary, msgs = run_file(late, random_model, tmp_path)
+    assert summary.reason == "end of stream" and 30 <= len(msgs) <= 31
+    # before the fix (items in file order) audio was on 6 of 30 steps, for both containers; in real time on all
+    with_audio = sum(m["audio"] for m in msgs[:30])
+    assert with_audio == 30, f"audio on {with_audio} of 30 steps"
+    speech = [m["speech"] for m in msgs[:30]]  # on the right steps: speech from 0.5 s to 2.5 s
+    assert speech[:5] == [False] * 5 and speech[5:25] == [True] * 20 and not any(speech[26:30])
+
+
 def test_camera_that_never_opened_publishes_flagged_steps(random_model):
     cfg = parse_config(
         {
