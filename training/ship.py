@@ -137,8 +137,9 @@ def ship(
         f"- source checkpoint: `{checkpoint}` (sha256 `{ckpt.sha256}`), stage `{ckpt.meta.get('stage')}`, "
         f"epoch {ckpt.meta.get('epoch')}",
         f"- architecture: ResNet-18 visual branch ({d.face_size} px, {d.face_channels} channel(s), "
-        f"{d.face_stem} stem), "
-        f"3-conv + {d.lstm_layers}-layer unidirectional LSTM audio branch, sigmoid-gated fusion; "
+        f"{d.face_stem} stem, width {d.face_width}{', face and mirror averaged' if d.face_mirror else ''}), "
+        f"3-conv + {d.lstm_layers}-layer unidirectional LSTM audio branch "
+        f"(log-mel normalised per {d.audio_norm} over {d.audio_norm_s:g} s), sigmoid-gated fusion; "
         f"{count_parameters(model):,} parameters",
         f"- classes: {', '.join(ckpt.classes)} (RAVDESS neutral and calm merged)",
         f"- training data: {ckpt.meta.get('data')}",
@@ -157,7 +158,8 @@ def ship(
         "",
         "- Most accuracy targets in docs/RESULTS.md are missed (see the numbers above): the voice branch about"
         " matches a clip-statistics + SVM baseline, and the face branch is far from the FER+ paper's 84-85 % and"
-        " changes its answer for 7-20 % of faces when the framing, the light or the side shown changes.",
+        " changes its answer for a share of faces when the framing or the light changes (the labels-changed"
+        " line above).",
         "- RAVDESS is 24 North-American actors reading two fixed sentences in a studio: acted, not spontaneous,"
         " emotion. Expect lower accuracy on real users, other languages, children, far-field microphones.",
         "- No RAVDESS video was available for training: the joint model learnt from emotion-matched pairs"
