@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import cv2
 import numpy as np
@@ -74,7 +75,7 @@ def test_audio_stage_resume_and_refusal(cache, tmp_path):
         train(cfg(cache, out, "audio", max_epochs=5, clip_ce_weight=1.0), resume=True, echo=lambda *a: None)
 
 
-def test_visual_then_joint_pairs_and_report(cache, tmp_path):
+def test_visual_then_joint_pairs_and_report(cache, tmp_path, capsys):
     visual = train(cfg(cache, tmp_path / "visual", "visual", max_epochs=1), echo=lambda *a: None)
     audio = train(cfg(cache, tmp_path / "audio", "audio", max_epochs=1), echo=lambda *a: None)
     joint = train(
@@ -129,6 +130,14 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path):
     assert "not real videos" in report and "| macro avg |" in report
     v = evaluate(visual, cache, tmp_path / "eval_v")
     assert v["test"]["n"] == 14 and "ablations" not in v
+    from training.face_choice import main as face_choice
+
+    capsys.readouterr()
+    face_choice([str(visual), "--cache", str(cache), "--split", "test", "--robust", "7"])
+    line = capsys.readouterr().out
+    acc = float(re.search(r"accuracy ([0-9.]+) %", line).group(1))
+    assert line.startswith(f"{visual}: accuracy") and "on 7 faces" in line and "mirror" in line
+    assert acc == pytest.approx(100 * v["test"]["accuracy"], abs=0.01)  # the batch path scores as evaluate does
     from training.tune_smoothing import ALPHAS, MARGINS, grid
 
     rows, best, met = grid(joint, cache, n_joins=3, flip_ratio=5.0, max_latency=0.5)
