@@ -195,6 +195,22 @@ def rss_mb(pid: int) -> float | None:
     return int(m.group(1)) / 1024 if m else None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) process `pid` has used, in seconds, or None once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def cpu_cores(samples: list[tuple[float, float]]) -> float | None:
+    """Cores the process kept busy on average between the first and last (seconds, CPU seconds) samples."""
+    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+        return None
+    return round((samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]), 3)
+
+
 SUMMARY = re.compile(
     r"stopped \((?P<reason>[^)]*)\): (?P<steps>\d+) steps in (?P<seconds>[\d.]+) s, .*?"
     r"(?P<skipped>\d+) skipped, dropped (?P<dropped>\{.*?\});"
@@ -236,14 +252,17 @@ def analyse(
     window: float,
     duration: float,
     steps_file: str = "",
+    cpu: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    """Windows, drift and accounting from what the soak recorded.
+    """Windows, drift, CPU share and accounting from what the soak recorded.
 
     `records`: the output file's steps (step, time, detect_ms, latency_ms); `received`: step ->
     arrival (epoch s) at the subscriber; `rss`: (seconds since start, MB); `summary`: the daemon's
     own counts (`parse_summary`), None if it never said them; `restarts`: (down, up) seconds since
-    start; `start`: the daemon's start, epoch s; `steps_file`: the output file publisher's name.
+    start; `start`: the daemon's start, epoch s; `steps_file`: the output file publisher's name;
+    `cpu`: (seconds since start, the daemon's CPU seconds so far).
     """
+    cpu = cpu or []
     from .pipeline import drift
 
     rel = np.asarray([epoch(r["time"]) - start for r in records], dtype=float)
@@ -258,6 +277,8 @@ def analyse(
         lat = [step_ms[j] for j in idx]
         delay = [1000.0 * (received[int(r["step"])] - epoch(r["time"])) for r in delivered]
         mem = [mb for t, mb in rss if lo <= t < hi]
+        # from the last sample at or before the window's start to the last one by its end
+        busy = [c for c in cpu if c[0] <= lo][-1:] + [c for c in cpu if lo < c[0] <= hi]
         span = min(hi, end) - lo
         windows.append(
             {
@@ -271,6 +292,7 @@ def analyse(
                 "delivery_p50_ms": _pct(delay, 50),
                 "delivery_p95_ms": _pct(delay, 95),
                 "rss_mb": round(mem[-1], 1) if mem else None,  # at the window's end, as `bench soak`
+                "cpu_cores": cpu_cores(busy),
                 "broker_restarts": sum(lo <= down < hi for down, _ in restarts),
                 "partial": span < window - 1e-6,
             }
@@ -278,8 +300,11 @@ def analyse(
     full = [w for w in windows if not w["partial"] and w["p50_ms"] is not None]
     # the first window holds the model's loading and warm-up: shown, and left out of the slopes
     measured = full[1:] if len(full) > 2 else full
+    since = measured[0]["start_s"] if measured else 0.0
     return {
         "windows": windows,
+        # core-seconds per second, the loading and warm-up window left out as in the slopes
+        "cpu_cores": cpu_cores([c for c in cpu if c[0] >= since] or cpu),
         "drift": drift(measured),
         "drift_windows_from_s": measured[0]["start_s"] if measured else None,
         "rss_mb_first_last": [round(rss[0][1], 1), round(rss[-1][1], 1)] if rss else None,
@@ -371,6 +396,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             str(w["delivered"]),
             str(w["missing"]),
             _num(w["rss_mb"], 1),
+            _num(w.get("cpu_cores"), 2),
             _num(w["p50_ms"]),
             _num(w["p95_ms"]),
             _num(w["delivery_p50_ms"], 1),
@@ -380,9 +406,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
         for w in report["windows"]
     ]
-    header = ["min", "steps", "delivered", "missing", "RSS MB", "step p50 ms", "step p95 ms"]
+    header = ["min", "steps", "delivered", "missing", "RSS MB", "CPU cores", "step p50 ms", "step p95 ms"]
     header += ["delivery p50 ms", "delivery p95 ms", "broker restarts", "partial"]
-    out += _table(header, rows, set(range(10)))
+    out += _table(header, rows, set(range(11)))
     frm = report.get("drift_windows_from_s")
     out += ["", drift_sentence(report["drift"]) + (f" (windows from minute {frm / 60:g} on)" if frm else "")]
     st, rss = report["step_ms"], report.get("rss_mb_first_last")
@@ -390,6 +416,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Over the whole run: step latency p50 {_num(st['p50'])} ms, p95 {_num(st['p95'])} ms, p99 {_num(st['p99'])} ms"
     )
     out += ["", whole + (f"; RSS first sample {rss[0]} MB, last {rss[1]} MB." if rss else ".")]
+    if report.get("cpu_cores") is not None:
+        out += ["", f"CPU: the daemon used {report['cpu_cores']:.2f} core-seconds per second (all its threads, "
+                "/proc/PID/stat user + system, the first window left out)."]  # fmt: skip
     out += ["", "Accounting (steps):", ""]
     if a.get("unaccounted") is None:
         out.append(f"- {a.get('detail')}; produced {a['produced']}, delivered {a['delivered']}")
@@ -450,6 +479,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             stderr=log,
         )
     rss: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float]] = []
     restarts: list[tuple[float, float]] = []
     next_restart, next_sample = every, 0.0
     died = None
@@ -460,8 +490,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 break
             if now >= next_sample and steps_file.exists() and steps_file.stat().st_size:  # from its first step on
                 mb = rss_mb(proc.pid)
+                used = cpu_seconds(proc.pid)
                 if mb is not None:
                     rss.append((round(now, 2), mb))
+                if used is not None:
+                    cpu.append((round(now, 2), used))
                 next_sample += sample_every
             if now >= next_restart and next_restart + downtime < duration:
                 down = time.monotonic() - t0
@@ -505,12 +538,13 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_end": _load(),
         "restarts": restarts,
         "rss_samples": rss,
+        "cpu_samples": cpu,
         "duplicates": listener.duplicates,
         "subscriber_connects": listener.connects,
         "daemon_summary": summary,
         "daemon_exit": proc.returncode,
         "died": died,
-        **analyse(records, listener.received, rss, summary, restarts, start, window, duration, str(steps_file)),
+        **analyse(records, listener.received, rss, summary, restarts, start, window, duration, str(steps_file), cpu),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(to_markdown(report))

@@ -1,9 +1,10 @@
 """bench.daemon_soak's pure parts: the daemon's summary line, the windows and the accounting (the soak itself is
 not a CI test: it runs for --duration)."""
 
+import os
 from datetime import datetime, timezone
 
-from bench.daemon_soak import analyse, daemon_config, parse_summary, to_markdown
+from bench.daemon_soak import analyse, cpu_seconds, daemon_config, parse_summary, to_markdown
 
 START = 1_700_000_000.0
 
@@ -78,3 +79,23 @@ def test_accounting_without_the_daemons_counts_says_so():
     records = [{"step": 0, "time": _iso(0.1), "detect_ms": 1.0, "latency_ms": 9.0}]
     report = analyse(records, {}, [], None, [], START, 10.0, 20.0)
     assert report["accounting"]["unaccounted"] is None and "did not stop cleanly" in report["accounting"]["detail"]
+
+
+def test_cpu_share_per_window_and_overall_leaves_the_loading_out():
+    # 0.9 cores while loading (first 10 s), then 0.3 cores: per window and overall from window 2 on
+    cpu = [(float(t), 0.9 * min(t, 10) + 0.3 * max(t - 10, 0)) for t in range(0, 41, 5)]
+    records = [{"step": k, "time": _iso(0.1 * k + 0.05), "detect_ms": 1.0, "latency_ms": 9.0} for k in range(400)]
+    rss = [(float(t), 100.0) for t in range(0, 40, 5)]
+    report = analyse(records, {}, rss, None, [], START, 10.0, 40.0, cpu=cpu)
+    assert [w["cpu_cores"] for w in report["windows"]] == [0.9, 0.3, 0.3, 0.3]
+    assert report["cpu_cores"] == 0.3
+    assert "0.30 core-seconds per second" in to_markdown({**report, **_settings()})
+    assert cpu_seconds(os.getpid()) > 0 and cpu_seconds(2**22 + 12345) is None
+
+
+def _settings():
+    return {
+        "settings": {"duration_s": 40, "restart_every_s": 20, "downtime_s": 3, "threads": 1, "qos": 0, "model": ""},
+        "started_utc": "t", "command": "c", "restarts": [], "machine": "m", "load_average_start": "0",
+        "load_average_end": "0", "duplicates": 0,
+    }  # fmt: skip
