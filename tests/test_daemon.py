@@ -470,6 +470,55 @@ def test_watchdog_is_fed_while_every_source_is_retrying(random_model, tmp_path, 
     assert "WATCHDOG=1" in texts[waiting:] and not any("stalled" in t for t in texts)
 
 
+def test_watchdog_is_not_fed_while_a_source_hangs_in_open(random_model, tmp_path, monkeypatch):
+    import avemo_edge.daemon as d
+    from avemo_edge.capture import SourceLost
+
+    release = threading.Event()
+
+    class Hanging:  # an open that never returns (a driver stuck in its first read): no step, not retrying
+        uri, live, has_video, has_audio = "v4l2:///dev/video-avemo-hang", True, True, False
+
+        def open(self):
+            release.wait(20)
+            raise SourceLost("released")
+
+        def read(self, timeout):
+            return None
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(d, "open_sources", lambda *a, **k: [Hanging()])
+    cfg = parse_config({"model": {"path": str(random_model)}, "status": {"interval_s": 0.2}})
+    try:
+        texts = _watchdog_pings(tmp_path, cfg, 3.0, monkeypatch)
+    finally:
+        release.set()
+    ready = next(i for i, t in enumerate(texts) if t.startswith("READY"))
+    stalled = next(i for i, t in enumerate(texts) if "stalled: no step for over 1 s, watchdog not fed" in t)
+    assert "WATCHDOG=1" in texts[ready:stalled]  # fed while the loop was young
+    assert "WATCHDOG=1" not in texts[stalled:]  # then never again: systemd's WatchdogSec= restarts it
+
+
+def test_backoff_too_long_for_a_timer_is_a_crash_not_an_idle_daemon(random_model, caplog):
+    from avemo_edge.capture import SourceCrashed
+
+    # retry_min_s = 1e11 is past threading.TIMEOUT_MAX: the retry wait raised OverflowError in the
+    # source thread, which died with a traceback while the daemon stayed READY with 0 steps
+    source = {"video": "v4l2:///dev/video-avemo-overflow", "retry_min_s": 1e11, "retry_max_s": 1e11}
+    cfg = parse_config({"source": source, "model": {"path": str(random_model)}})
+    daemon = Daemon(cfg, publisher=Collect())
+    timer = threading.Timer(15, daemon.stop)
+    timer.start()
+    try:
+        with pytest.raises(SourceCrashed, match=r"video-avemo-overflow crashed: OverflowError"):
+            daemon.run()
+    finally:
+        timer.cancel()
+    assert [r.levelname for r in caplog.records if "crashed" in r.getMessage()] == ["ERROR"]
+
+
 # --- configuration errors that must not be restarted (issue #16 rows 5/6) -----------------------
 def test_missing_backend_package_is_one_sentence(random_model):
     import importlib.util
@@ -484,21 +533,21 @@ def test_missing_backend_package_is_one_sentence(random_model):
     assert not isinstance(err.value, RestartableError)  # a configuration error: exit 2, not restarted
 
 
-def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_path):
-    import importlib.util
-
+def test_audio_only_without_pyaudio_fails_instead_of_idling(random_model, tmp_path, monkeypatch):
     from avemo_edge.capture import SourceError
 
-    if importlib.util.find_spec("pyaudio"):
-        pytest.skip("PyAudio is installed here")
+    # PyAudio hidden (None in sys.modules: find_spec says absent, import raises), so that the test
+    # runs where it is installed too
+    monkeypatch.setitem(sys.modules, "pyaudio", None)
     cfg = parse_config({"source": {"video": "none", "audio": "mic://default"}, "model": {"path": str(random_model)}})
     with pytest.raises(SourceError, match=r"mic://default needs PyAudio"):
         Daemon(cfg, publisher=Collect()).run()
     m = tmp_path / "cfg.toml"
     m.write_text(f'[source]\nvideo = "none"\naudio = "mic://default"\n[model]\npath = "{random_model}"\n')
-    cmd = [sys.executable, "-m", "avemo_edge.cli", "run", "-c", str(m)]
+    hide = "import sys; sys.modules['pyaudio'] = None; from avemo_edge.cli import main; main()"
+    cmd = [sys.executable, "-c", hide, "run", "-c", str(m)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "needs PyAudio" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 # --- issue #16 row 12: a still image, a text file, a source that gives no step ----------------
