@@ -246,6 +246,10 @@ class MqttPublisher(QueuedPublisher):
         self.client_id = client_id
         self._inflight: set[int] = set()  # mids handed to paho, not yet acknowledged (QoS 1/2) or written (QoS 0)
         self._early: set[int] = set()  # mids paho reported before publish() returned them
+        # QoS 0 messages written to the socket since the broker last sent us anything: a half-open
+        # connection swallows them unseen, so they count as sent only once a packet from the broker
+        # (a PINGRESP, a PUBACK) follows them, and as dropped if the connection dies first.
+        self._unconfirmed = 0
         self._lock = threading.Lock()
         self._unreachable_said = False
         self._connected_at = 0.0
@@ -282,6 +286,8 @@ class MqttPublisher(QueuedPublisher):
         self.client.on_publish = self._on_publish
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if cfg.qos == 0:
+            self.client.on_log = self._on_log
         self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self.client.loop_start()  # connects, and reconnects for ever, in paho's own thread
         self.start()
@@ -322,18 +328,28 @@ class MqttPublisher(QueuedPublisher):
             if mid in self._inflight:
                 self._inflight.discard(mid)
                 with self._cv:
-                    self.sent += 1
+                    if self.cfg.qos == 0:
+                        self._unconfirmed += 1  # written; sent once the broker answers anything after it
+                    else:
+                        self.sent += 1
                     self._cv.notify_all()
             else:
                 self._early.add(mid)
 
+    def _on_log(self, client: Any, userdata: Any, level: int, buf: str) -> None:
+        if buf.startswith("Received "):  # a packet from the broker: it read what we wrote before it
+            with self._lock, self._cv:
+                self.sent += self._unconfirmed
+                self._unconfirmed = 0
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if self.cfg.qos == 0:  # paho forgets unsent QoS 0 messages on a disconnect: they are lost
-            with self._lock, self._cv:
-                self.dropped += len(self._inflight)
+        if self.cfg.qos == 0:  # paho forgets unsent QoS 0 messages on a disconnect: they are lost,
+            with self._lock, self._cv:  # and so are the written ones the broker never answered after
+                self.dropped += len(self._inflight) + self._unconfirmed
                 self._inflight.clear()
+                self._unconfirmed = 0
         if was and not self._stopping:
             lasted = time.monotonic() - self._connected_at
             self._short_sessions = self._short_sessions + 1 if lasted < self.SHORT_SESSION_S else 0
@@ -378,6 +394,10 @@ class MqttPublisher(QueuedPublisher):
         with self._lock:
             if info.mid in self._early:
                 self._early.discard(info.mid)
+                if self.cfg.qos == 0:
+                    with self._cv:
+                        self._unconfirmed += 1
+                    return None
                 return True
             self._inflight.add(info.mid)
         return None  # counted by _on_publish, or as dropped if it is never acknowledged
@@ -397,8 +417,9 @@ class MqttPublisher(QueuedPublisher):
         self.client.disconnect()
         self.client.loop_stop()
         with self._lock, self._cv:
-            self.dropped += len(self._inflight)  # never acknowledged: lost as far as we can know
+            self.dropped += len(self._inflight) + self._unconfirmed  # never acknowledged: lost as far as we know
             self._inflight.clear()
+            self._unconfirmed = 0
 
 
 class FanOut:
