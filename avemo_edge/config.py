@@ -36,6 +36,9 @@ class _Invalid(Exception):
         self.key, self.why = key, why
 
 
+MAX_RETRY_S = 86400.0  # the longest wait between reopenings of a lost source
+
+
 @dataclass
 class SourceConfig:
     # What to watch, by URI: "sample" (the embedded clip), "file://clip.mp4", "camera://0",
@@ -68,6 +71,8 @@ class SourceConfig:
             raise _Invalid("lost_after_s", "must be positive")
         if not 0 < self.retry_min_s <= self.retry_max_s:
             raise _Invalid("retry_min_s", "must be positive and at most retry_max_s")
+        if self.retry_max_s > MAX_RETRY_S:  # a person must fix it: refused (exit 2), not restarted for ever
+            raise _Invalid("retry_max_s", f"must be at most {MAX_RETRY_S:g} seconds (one day)")
 
 
 # The names of avemo_edge.backends.BACKENDS (that module imports torch; tests keep the two equal).
