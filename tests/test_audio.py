@@ -135,6 +135,20 @@ def test_resampler_stream_equals_one_shot_and_is_accurate(orig):
     assert (one - ref)[400:-400].abs().max() < 5e-3
 
 
+@pytest.mark.parametrize("orig", [8000, 22050, 44100, 48000])
+def test_resampler_is_the_strided_polyphase_convolution(orig):
+    """The resampler's matrix product is the strided conv1d over the sinc kernels, to float32 rounding."""
+    kernels, width = A._sinc_kernel(*(r // math.gcd(orig, 16000) for r in (orig, 16000)))
+    stride = orig // math.gcd(orig, 16000)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal(orig // 2).astype(np.float32)) * 0.3
+    padded = torch.cat([torch.zeros(width), x])
+    conv = torch.nn.functional.conv1d(padded[None, None], kernels, stride=stride)[0].T.reshape(-1)
+    r = A.StreamResampler(orig)
+    got = r.push(x)
+    assert got.numel() == conv.numel() > 0
+    assert float((got - conv).abs().max()) < 1e-6
+
+
 def test_bad_samples_are_refused_with_a_sentence():
     with pytest.raises(ValueError, match="do not divide into 2 channels"):
         A.to_float_mono(np.zeros(5, np.int16), channels=2)
