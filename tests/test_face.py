@@ -125,6 +125,10 @@ def test_crop_scales_only_the_part_it_reads_and_gives_the_same_pixels(astronaut_
                 assert np.array_equal(got, want), (frame.shape, box, size, channels)
                 cases += max(box.w, box.h) * 1.02 > 2 * size  # the cases that scale the frame
     assert cases > 500
+    # a part so small, and a scale so near 1, that its scaled size rounds to its own: OpenCV would copy it
+    corner = Box(-80, -80, 95, 95)
+    assert np.array_equal(crop_face(noise, corner, 48, 1, 0.01, 0.005),
+                          _crop_scaling_the_whole_frame(noise, corner, 48, 1, 0.01, 0.005))  # fmt: skip
 
 
 def test_bad_cascade_path_is_a_sentence(tmp_path):

@@ -63,10 +63,9 @@ def shrink_towards(frame: np.ndarray, f: float, x_max: float, y_max: float) -> n
     # that complete its cell (cell j covers frame pixels [j / f, (j + 1) / f))
     x1 = min(w, math.ceil((math.ceil(max(x_max, 0.0) * f) + 4) / f) + 1)
     y1 = min(h, math.ceil((math.ceil(max(y_max, 0.0) * f) + 4) / f) + 1)
-    part = frame[:y1, :x1]
-    if round(x1 * f) == x1 and round(y1 * f) == y1:
-        part = frame  # OpenCV copies an image whose scaled size is its own instead of scaling it
-    return cv2.resize(part, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    if max(x1, y1) * (1 - f) < 1:  # the part's scaled size may round to its own, and OpenCV then copies it
+        return cv2.resize(frame, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame[:y1, :x1], None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
 
 
 def crop_face(
