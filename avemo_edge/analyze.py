@@ -401,9 +401,10 @@ def annotate_video(src: Path, steps_jsonl: Path, dst: Path, classes: list[str], 
     import av
 
     from .face import FaceCropper
-    from .media import av_reason
+    from .media import BGRConverter, av_reason
 
     finder = FaceCropper(face_size)
+    to_bgr = BGRConverter()
     steps = _steps_by_index(steps_jsonl)
     step: dict[str, Any] | None = next(steps, None)
     pending = next(steps, None)
@@ -431,7 +432,7 @@ def annotate_video(src: Path, steps_jsonl: Path, dst: Path, classes: list[str], 
                 t = (frame.time or 0.0) - start
                 while pending is not None and pending["t"] - 0.1 <= t + 1e-6:  # the step this frame falls in
                     step, pending = pending, next(steps, None)
-                image = frame.to_ndarray(format="bgr24")
+                image = to_bgr(frame)
                 draw_step(image, step, classes, finder)
                 new = av.VideoFrame.from_ndarray(image, format="bgr24")
                 new.pts, new.time_base = frame.pts, frame.time_base

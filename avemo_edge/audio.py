@@ -160,6 +160,7 @@ class StreamResampler:
         self.identity = self.orig == self.new
         if not self.identity:
             self.kernels, self.width = _sinc_kernel(self.orig, self.new)
+            self._taps = self.kernels[:, 0, :].T.contiguous()  # (orig + 2 * width, new)
             self._buf = torch.zeros(self.width)  # left padding of the first block
         self._n_in = 0
         self._n_out = 0
@@ -169,9 +170,11 @@ class StreamResampler:
         n = (buf.numel() - k) // self.orig + 1 if buf.numel() >= k else 0
         if n == 0:
             return torch.zeros(0), 0
-        used = buf[: (n - 1) * self.orig + k]
-        out = torch.nn.functional.conv1d(used[None, None], self.kernels, stride=self.orig)  # (1, new, n)
-        return out[0].T.reshape(-1), n
+        # Output block j is the window buf[j * orig : j * orig + k] through the `new` polyphase
+        # kernels: a strided convolution, written as one (n, k) x (k, new) matrix product (a
+        # conv1d with 160 output channels and stride 441 costs several times more at these sizes).
+        windows = buf[: (n - 1) * self.orig + k].unfold(0, k, self.orig)  # (n, k), a view
+        return (windows @ self._taps).reshape(-1), n
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         self._n_in += x.numel()
@@ -271,9 +274,9 @@ LEVEL_FLOOR = 6.0
 NORM_MODES = ("band", "level")
 
 
-def _frame_level_db(frame: torch.Tensor) -> float:
-    """Summed mel power of one (64,) log10 frame, in dB (any fixed reference: only differences matter)."""
-    return float(10.0 * torch.log10((10.0 ** frame.double()).sum()))
+def _frame_levels_db(frames: np.ndarray) -> np.ndarray:
+    """Summed mel power of each (64,) log10 frame of (64, n), in dB (any fixed reference: only differences matter)."""
+    return 10.0 * np.log10((10.0 ** frames.astype(np.float64)).sum(0))
 
 
 class LevelNormalizer:
@@ -318,14 +321,13 @@ class LevelNormalizer:
         self.reset()
 
     def reset(self) -> None:
-        self.mean: torch.Tensor | None = None
+        self.mean: np.ndarray | None = None  # float32 (64,)
         self.level = 0.0  # running level (dB) of the frames in the mean
         self.frames = 0
 
-    def _update(self, frame: torch.Tensor) -> None:
-        level = _frame_level_db(frame)
+    def _update(self, frame: np.ndarray, level: float) -> None:
         if self.mean is None or level > self.level + RESET_DB:
-            self.mean, self.level, self.frames = frame.clone(), level, 1
+            self.mean, self.level, self.frames = frame.copy(), level, 1
             return
         if level < self.level - GATE_DB:
             return
@@ -335,17 +337,20 @@ class LevelNormalizer:
         self.mean += w * (frame - self.mean)
 
     def __call__(self, mel_slice: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(mel_slice), dtype=torch.float32)  # (64, 10)
-        silent = (x <= SILENT_FRAME).all(0)  # (10,)
-        for j in range(x.shape[1] - FRAMES_PER_STEP, x.shape[1]):
-            if not silent[j]:
-                self._update(x[:, j])
+        # numpy, not torch: a slice is 640 numbers, and per-op overhead is most of the cost here
+        x = np.asarray(mel_slice, dtype=np.float32)  # (64, 10)
+        new = x[:, -FRAMES_PER_STEP:]
+        levels = _frame_levels_db(new)
+        for j in np.flatnonzero(~(new <= SILENT_FRAME).all(0)):  # digitally silent frames leave the mean alone
+            self._update(new[:, j], float(levels[j]))
         if self.mean is None:
-            return torch.full_like(x, NORM_SILENCE if self.mode == "band" else -LEVEL_FLOOR)
-        if self.mode == "level":
-            return torch.maximum(x - self.level / 10.0, torch.full_like(x, -LEVEL_FLOOR))
-        ref = self.mean.clamp_min(self.level / 10.0 - EMPTY_BAND)[:, None]  # (64, 1)
-        return torch.maximum(x - ref, torch.full_like(x, -NORM_FLOOR))  # digital zero: the floor
+            out = np.full_like(x, NORM_SILENCE if self.mode == "band" else -LEVEL_FLOOR)
+        elif self.mode == "level":
+            out = np.maximum(x - np.float32(self.level / 10.0), np.float32(-LEVEL_FLOOR))
+        else:
+            ref = np.maximum(self.mean, np.float32(self.level / 10.0 - EMPTY_BAND))[:, None]  # (64, 1)
+            out = np.maximum(x - ref, np.float32(-NORM_FLOOR))  # digital zero: the floor
+        return torch.from_numpy(out)
 
 
 def normalize_slices(slices: torch.Tensor, tau_s: float, mode: str = "band") -> torch.Tensor:

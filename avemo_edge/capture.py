@@ -34,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import AvemoError, RestartableError, path_problem
-from .media import audio_array, av_reason
+from .media import BGRConverter, audio_array, av_reason
 
 log = logging.getLogger("avemo_edge")
 
@@ -182,6 +182,7 @@ class FileSource:
         stamped base + time since the file's start (the earliest start of the streams it reads)."""
         import av
 
+        to_bgr = BGRConverter()
         with av.open(str(self.path)) as container:
             streams = list(container.streams.video[:1])
             if self.has_audio:
@@ -193,7 +194,7 @@ class FileSource:
                         continue
                     t = base + frame.time - start
                     if isinstance(frame, av.VideoFrame):
-                        item: Frame | AudioBlock = Frame(frame.to_ndarray(format="bgr24"), t)
+                        item: Frame | AudioBlock = Frame(to_bgr(frame), t)
                         rate = packet.stream.average_rate
                         progress.end = max(progress.end, t + (float(1 / rate) if rate else 0.0))
                     else:

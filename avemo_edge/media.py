@@ -24,6 +24,24 @@ def av_reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e).splitlines()[0]
 
 
+class BGRConverter:
+    """Decoded video frames -> BGR uint8 (h, w, 3) arrays, with one swscale context for all of them.
+
+    `frame.to_ndarray(format="bgr24")` builds a new swscale context for every frame (each PyAV
+    frame has its own reformatter), which costs more than the conversion itself on small frames;
+    one `VideoReformatter` keeps its context while the frames' size and format stay the same. The
+    pixels are the same (tests/test_capture.py).
+    """
+
+    def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        return self._reformatter.reformat(frame, format="bgr24").to_ndarray()
+
+
 def audio_array(frame: av.AudioFrame) -> np.ndarray:
     """A decoded audio frame -> (n_samples, channels) in the frame's own dtype (see audio.to_float_mono)."""
     arr = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
@@ -70,8 +88,7 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
 def iter_video(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
     """(seconds since the first frame, frame) for every decoded video frame, in order.
 
-    Call `frame.to_ndarray(format="bgr24")` only for the frames you keep: conversion costs more
-    than decoding.
+    Convert only the frames you keep (`BGRConverter`): conversion costs more than decoding.
     """
     with _open(path) as c:
         if not c.streams.video:

@@ -18,9 +18,10 @@ import numpy as np
 
 def step_frames(path: Path) -> list[np.ndarray]:
     from avemo_edge.audio import STEP_SECONDS
-    from avemo_edge.media import iter_video
+    from avemo_edge.media import BGRConverter, iter_video
 
-    frames = [(t, f.to_ndarray(format="bgr24")) for t, f in iter_video(path)]
+    to_bgr = BGRConverter()
+    frames = [(t, to_bgr(f)) for t, f in iter_video(path)]
     out, i = [], 0
     for k in range(int(frames[-1][0] / STEP_SECONDS) + 1):  # the newest frame before each step's end
         while i + 1 < len(frames) and frames[i + 1][0] < (k + 1) * STEP_SECONDS:

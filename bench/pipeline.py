@@ -3,7 +3,7 @@
     decode -> face (detect + crop) -> log_mel (resample + mel slice) -> inference -> tcs -> publish
 
 Each step decodes the file up to the step's end (PyAV, both tracks), converts the newest video
-frame of the step to BGR, finds and crops the largest face (the runtime's `FaceCropper`), pushes
+frame of the step to BGR (`media.BGRConverter`), finds and crops the largest face (the runtime's `FaceCropper`), pushes
 the step's audio through the runtime's `AudioChunker`, runs the `StreamingRecognizer` (backend
 step + TCS filter) and hands the result to a publisher that serialises it to JSON and drops it
 (`NullPublisher`, the daemon's three-method interface). The file loops at its end, so a run lasts
@@ -40,7 +40,7 @@ from avemo_edge.backends import Backend, step_rows
 from avemo_edge.batching import PooledBackend, RowPool
 from avemo_edge.errors import AvemoError
 from avemo_edge.faces import FaceCropper, VoicePolicy
-from avemo_edge.media import audio_array
+from avemo_edge.media import BGRConverter, audio_array
 from avemo_edge.recognizer import StreamingRecognizer
 
 from .environment import memory_now
@@ -165,6 +165,7 @@ class StepDecoder:
         self._eof = False
         self.rate = 0
         self.channels = 0
+        self._to_bgr = BGRConverter()
 
     def _decode(self) -> Iterator[tuple[str, _Item]]:
         import av
@@ -217,7 +218,7 @@ class StepDecoder:
         blocks = []
         while self._audio and self._audio[0].t < end:
             blocks.append(self._audio.popleft().frame)
-        return (frame.to_ndarray(format="bgr24") if frame is not None else None), blocks
+        return (self._to_bgr(frame) if frame is not None else None), blocks
 
 
 @dataclass

@@ -135,6 +135,20 @@ def test_resampler_stream_equals_one_shot_and_is_accurate(orig):
     assert (one - ref)[400:-400].abs().max() < 5e-3
 
 
+@pytest.mark.parametrize("orig", [8000, 22050, 44100, 48000])
+def test_resampler_is_the_strided_polyphase_convolution(orig):
+    """The resampler's matrix product is the strided conv1d over the sinc kernels, to float32 rounding."""
+    kernels, width = A._sinc_kernel(*(r // math.gcd(orig, 16000) for r in (orig, 16000)))
+    stride = orig // math.gcd(orig, 16000)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal(orig // 2).astype(np.float32)) * 0.3
+    padded = torch.cat([torch.zeros(width), x])
+    conv = torch.nn.functional.conv1d(padded[None, None], kernels, stride=stride)[0].T.reshape(-1)
+    r = A.StreamResampler(orig)
+    got = r.push(x)
+    assert got.numel() == conv.numel() > 0
+    assert float((got - conv).abs().max()) < 1e-6
+
+
 def test_bad_samples_are_refused_with_a_sentence():
     with pytest.raises(ValueError, match="do not divide into 2 channels"):
         A.to_float_mono(np.zeros(5, np.int16), channels=2)
@@ -245,3 +259,52 @@ def test_level_normalizer_removes_gain_near_the_log_floor(gain_db, mode):
     got = A.normalize_slices(A.log_mel_slices(x * np.float32(10 ** (gain_db / 20))), 3.0, mode)
     onset = 11  # step 10 ends at 1.1 s: the first whose new frames are all speech
     assert float((got[onset:] - ref[onset:]).abs().max()) < 1e-3
+
+
+class _TorchLevelNormalizer(A.LevelNormalizer):
+    """The normaliser as it was written in torch, frame by frame (the numpy one must agree with it)."""
+
+    def _torch_update(self, frame: torch.Tensor) -> None:
+        level = float(10.0 * torch.log10((10.0 ** frame.double()).sum()))
+        if self.mean is None or level > self.level + A.RESET_DB:
+            self.mean, self.level, self.frames = frame.clone(), level, 1
+            return
+        if level < self.level - A.GATE_DB:
+            return
+        self.frames += 1
+        w = max(1.0 / self.frames, self.min_weight)
+        self.level += w * (level - self.level)
+        self.mean += w * (frame - self.mean)
+
+    def __call__(self, mel_slice):
+        x = torch.as_tensor(np.asarray(mel_slice), dtype=torch.float32)
+        silent = (x <= A.SILENT_FRAME).all(0)
+        for j in range(x.shape[1] - A.FRAMES_PER_STEP, x.shape[1]):
+            if not silent[j]:
+                self._torch_update(x[:, j])
+        if self.mean is None:
+            return torch.full_like(x, A.NORM_SILENCE if self.mode == "band" else -A.LEVEL_FLOOR)
+        if self.mode == "level":
+            return torch.maximum(x - self.level / 10.0, torch.full_like(x, -A.LEVEL_FLOOR))
+        ref = self.mean.clamp_min(self.level / 10.0 - A.EMPTY_BAND)[:, None]
+        return torch.maximum(x - ref, torch.full_like(x, -A.NORM_FLOOR))
+
+
+@pytest.mark.parametrize("mode", A.NORM_MODES)
+def test_level_normalizer_equals_the_frame_by_frame_torch_version(mode):
+    """The numpy normaliser gives the torch one's output and state, to float32 rounding, on streams
+    that exercise every rule: a zero lead-in, a reset at the onset, gated pauses, the log floor."""
+    rng = np.random.default_rng(5)
+    t = np.arange(6 * A.SAMPLE_RATE) / A.SAMPLE_RATE
+    x = _speechy(broadband=True)
+    quiet = (0.01 * x[: t.size] + 3e-7 * rng.standard_normal(min(t.size, x.size))).astype(np.float32)
+    quiet[(t[: quiet.size] > 2.0) & (t[: quiet.size] < 2.6)] = 0.0  # a digitally silent gap
+    for signal in (x, quiet, np.concatenate([np.zeros(8000, np.float32), 3.0 * quiet])):
+        slices = A.log_mel_slices(signal)
+        new, old = A.LevelNormalizer(3.0, mode), _TorchLevelNormalizer(3.0, mode)
+        for s in slices:
+            got, want = new(s), old(s)
+            assert float((got - want).abs().max()) < 1e-5
+        assert new.frames == old.frames > 0
+        assert new.level == pytest.approx(old.level, abs=1e-9)
+        assert np.abs(new.mean - old.mean.numpy()).max() < 1e-5

@@ -1,5 +1,6 @@
-"""Live OpenCV sources against a real stalling stream (an MJPEG-over-HTTP server on loopback)."""
+"""Live OpenCV sources against a real stalling stream (an MJPEG-over-HTTP server on loopback); file frames to BGR."""
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -122,3 +123,38 @@ def test_a_directory_is_a_directory_not_missing(tmp_path):
             file_source(tmp_path / name).open()
     with pytest.raises(SourceError, match="does not exist"):
         file_source(tmp_path / "missing.mp4").open()
+
+
+def test_bgr_converter_gives_pyav_s_own_pixels_and_the_file_source_uses_it(tmp_path, astronaut_bgr):
+    """One swscale context for all frames (media.BGRConverter) gives what each frame's own
+    `to_ndarray(format="bgr24")` gives, across clips of different sizes through one converter;
+    the daemon's file source delivers exactly those frames."""
+    import av
+    import numpy as np
+    from media import make_clip
+
+    from avemo_edge.capture import SAMPLE_CLIP, EndOfStream, FileSource, Frame
+    from avemo_edge.media import BGRConverter
+
+    small = make_clip(tmp_path / "small.mp4", astronaut_bgr[::3, ::3].copy(), 1.0, audio=False)
+    to_bgr, compared = BGRConverter(), 0
+    for clip in (SAMPLE_CLIP, small, SAMPLE_CLIP):
+        with av.open(str(clip)) as c:
+            for frame in c.decode(c.streams.video[0]):
+                got = to_bgr(frame)
+                assert got.dtype == np.uint8 and got.shape == (frame.height, frame.width, 3)
+                assert np.array_equal(got, frame.to_ndarray(format="bgr24"))
+                compared += 1
+    assert compared > 100
+    with av.open(str(SAMPLE_CLIP)) as c:
+        want = [f.to_ndarray(format="bgr24") for f in c.decode(c.streams.video[0]) if f.pts is not None]
+    src = FileSource(SAMPLE_CLIP, realtime=False, audio=False)
+    src.open()
+    got = []
+    with contextlib.suppress(EndOfStream):
+        while True:
+            item = src.read(1.0)
+            if isinstance(item, Frame):
+                got.append(item.image)
+    src.close()
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))

@@ -82,6 +82,55 @@ def test_crop_at_frame_edge_is_padded():
     assert np.allclose(crop[0, :10], crop[0, 10])  # rows above the frame repeat its top row
 
 
+def _crop_scaling_the_whole_frame(frame, box, size, channels, margin, center_dy):
+    """crop_face as it was before `shrink_towards`: the whole frame scaled, then the warp."""
+    box_side = max(box.w, box.h)
+    side = max(1.0, box_side * (1 + 2 * margin))
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2 + center_dy * box_side
+    if side > 2 * size:
+        f = 2 * size / side
+        frame = cv2.resize(frame, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        cx, cy, side = cx * f, cy * f, side * f
+    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(box), size / side)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    crop = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if channels == 1:
+        crop = (cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop)[None]
+    else:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+    return np.ascontiguousarray(crop, dtype=np.float32) / 255.0
+
+
+def test_crop_scales_only_the_part_it_reads_and_gives_the_same_pixels(astronaut_bgr):
+    """crop_face scales only the frame's top-left part the crop reads: bit-identical to scaling it all."""
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)  # every pixel different: any shift shows
+    frames = [noise, astronaut_bgr, np.ascontiguousarray(noise[:, :, 0])]
+    cases = 0
+    for frame in frames:
+        h, w = frame.shape[:2]
+        for _ in range(150):
+            side = int(rng.integers(20, min(h, w)))
+            x, y = int(rng.integers(-side // 2, w - side // 2)), int(rng.integers(-side // 2, h - side // 2))
+            roll = np.radians(rng.uniform(-40, 40))
+            eyes = ((x + 0.3 * side, y + 0.4 * side), (x + 0.3 * side + np.cos(roll) * side * 0.4,
+                    y + 0.4 * side + np.sin(roll) * side * 0.4))  # fmt: skip
+            box = Box(x, y, side, int(side * rng.uniform(0.8, 1.25)), (*eyes, (0, 0), (0, 0), (0, 0)))
+            for size, channels in ((48, 1), (32, 1), (64, 3)):
+                if frame.ndim == 2 and channels == 3:
+                    continue
+                want = _crop_scaling_the_whole_frame(frame, box, size, channels, 0.01, 0.005)
+                got = crop_face(frame, box, size, channels, 0.01, 0.005)
+                assert np.array_equal(got, want), (frame.shape, box, size, channels)
+                cases += max(box.w, box.h) * 1.02 > 2 * size  # the cases that scale the frame
+    assert cases > 500
+    # a part so small, and a scale so near 1, that its scaled size rounds to its own: OpenCV would copy it
+    corner = Box(-80, -80, 95, 95)
+    assert np.array_equal(crop_face(noise, corner, 48, 1, 0.01, 0.005),
+                          _crop_scaling_the_whole_frame(noise, corner, 48, 1, 0.01, 0.005))  # fmt: skip
+
+
 def test_bad_cascade_path_is_a_sentence(tmp_path):
     with pytest.raises(FileNotFoundError, match="could not be loaded"):
         HaarFaceDetector(tmp_path / "nope.xml")

@@ -36,7 +36,7 @@ import torch
 from avemo_edge.audio import SAMPLE_RATE, STEP_SECONDS, resample, step_count, to_float_mono
 from avemo_edge.errors import AvemoError
 from avemo_edge.face import FACE_MARGIN, FaceCropper
-from avemo_edge.media import MediaError, decode_audio, iter_video
+from avemo_edge.media import BGRConverter, MediaError, decode_audio, iter_video
 from avemo_edge.model import EMOTIONS
 
 from .ravdess import RavdessFile, scan
@@ -127,10 +127,11 @@ def _faces_10hz(path: Path, n_steps: int | None, cropper: FaceCropper) -> tuple[
     s, c = cropper.size, cropper.channels
     faces = np.zeros((total, c, s, s), np.uint8)
     mask = np.zeros(total, bool)
+    to_bgr = BGRConverter()
     for i, frame in picked:
         if i >= total:
             break
-        crop = cropper(frame.to_ndarray(format="bgr24"))
+        crop = cropper(to_bgr(frame))
         if crop is not None:
             faces[i], mask[i] = np.round(crop * 255).astype(np.uint8), True
     # Steps after the video's last frame keep that frame (a file whose audio runs a little longer).
