@@ -138,6 +138,17 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path, capsys):
     acc = float(re.search(r"accuracy ([0-9.]+) %", line).group(1))
     assert line.startswith(f"{visual}: accuracy") and "on 7 faces" in line and "mirror" in line
     assert acc == pytest.approx(100 * v["test"]["accuracy"], abs=0.01)  # the batch path scores as evaluate does
+    from training.mirror import mirrored
+
+    mirrored(visual, tmp_path / "visual_m.pt")
+    m = load_checkpoint(tmp_path / "visual_m.pt").build()
+    assert m.dims.face_mirror and not load_checkpoint(visual).dims.face_mirror
+    x = torch.rand(3, 1, 1, 32, 32)
+    with torch.no_grad():  # a mirror image gets the same logits, and the weights are the visual stage's
+        assert torch.allclose(m(x, None)[0], m(x.flip(-1), None)[0], atol=1e-5)
+    assert torch.equal(
+        m.visual.state_dict()["stem.0.weight"], load_checkpoint(visual).build().visual.state_dict()["stem.0.weight"]
+    )
     from training.tune_smoothing import ALPHAS, MARGINS, grid
 
     rows, best, met = grid(joint, cache, n_joins=3, flip_ratio=5.0, max_latency=0.5)
