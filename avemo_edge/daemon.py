@@ -33,7 +33,7 @@ from typing import Any
 from .align import END, Aligner, Step
 from .audio import slice_level_dbfs
 from .capture import FileSource, Source, SourceCrashed, SourceError, SourceWorker, open_sources
-from .config import Config
+from .config import Config, default_torch_threads
 from .doctor import default_model_path
 from .errors import AvemoError
 from .publish import FanOut, JsonLinesPublisher, MqttPublisher, Publisher
@@ -150,12 +150,13 @@ class Daemon:
                 s.open()
                 s.close()
         options: dict[str, Any] = {}
-        if cfg.model.threads:  # policy (docs/DESIGN.md): a fixed number of inference threads
+        threads = cfg.model.threads or (default_torch_threads() if cfg.model.backend == "torch" else 0)
+        if threads:  # policy (docs/DESIGN.md): a fixed number of inference threads
             import torch
 
-            torch.set_num_threads(cfg.model.threads)
+            torch.set_num_threads(threads)
             if cfg.model.backend == "onnxruntime":
-                options["threads"] = cfg.model.threads
+                options["threads"] = threads
         try:
             # warm-up happens in the constructor; onnxruntime's TensorRT provider builds engines on a first start
             with self.notifier.slow_start(f"loading {model_path.name} on the {cfg.model.backend} backend"):
@@ -184,7 +185,7 @@ class Daemon:
             time.monotonic() - started,
             model_path,
             cfg.model.backend,
-            f"{cfg.model.threads} threads" if cfg.model.threads else "default threads",
+            f"{threads} threads" if threads else "default threads",
             ", ".join(s.uri for s in sources),
         )
         for w in workers:

@@ -1,7 +1,9 @@
 """The daemon on generated clips (real H.264 + AAC decoding, real face detection, a random-weight model)."""
 
 import contextlib
+import dataclasses
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 
 from avemo_edge.align import END, Aligner
 from avemo_edge.capture import AudioBlock, Frame
-from avemo_edge.config import ConfigError, load_config, parse_config
+from avemo_edge.config import ConfigError, default_torch_threads, load_config, parse_config
 from avemo_edge.daemon import Daemon, ModelMissingError
 from avemo_edge.publish import JsonLinesPublisher, QueuedPublisher
 from avemo_edge.sdnotify import Notifier
@@ -658,5 +660,9 @@ def test_inference_threads_setting(clips, random_model, tmp_path):
         )  # fmt: skip
         Daemon(cfg, publisher=Collect()).run()
         assert torch.get_num_threads() == 1
+        # 0: torch gets the usable cores but one (its OpenMP threads stall on the pipeline's own)
+        torch.set_num_threads(len(os.sched_getaffinity(0)) + 1)
+        Daemon(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, threads=0)), publisher=Collect()).run()
+        assert torch.get_num_threads() == default_torch_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
     finally:
         torch.set_num_threads(before)
