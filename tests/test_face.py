@@ -205,6 +205,24 @@ def _decoded(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
 
 
+def test_tracking_matches_per_frame_detection_on_the_embedded_sample():
+    # issue #14: tracked and per-frame detection give the same face on >= 95 % of the sample's frames
+    from avemo_edge.capture import SAMPLE_CLIP
+
+    frames = _decoded(SAMPLE_CLIP)
+    det = YuNetFaceDetector()
+    tracker = FaceTracker(det, detect_every=10)
+    same = 0
+    for frame in frames:
+        full = max(det.detect(frame), key=lambda b: b.area)
+        tracked = tracker.update(frame)
+        c1 = np.array([full.x + full.w / 2, full.y + full.h / 2])
+        c2 = np.array([tracked.x + tracked.w / 2, tracked.y + tracked.h / 2])
+        same += np.linalg.norm(c1 - c2) < 0.1 * max(full.w, full.h)
+    assert same / len(frames) >= 0.95 and len(frames) > 40, (same, len(frames))
+    assert tracker.full_detections < len(frames) / 3, tracker.full_detections
+
+
 def test_tracking_matches_per_frame_detection(tmp_path, astronaut_bgr):
     from media import make_clip
 
