@@ -9,6 +9,7 @@ The MQTT password and TLS client key are not in this file: they are read at star
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import typing
@@ -34,6 +35,12 @@ class _Invalid(Exception):
     def __init__(self, key: str, why: str) -> None:
         super().__init__(why)
         self.key, self.why = key, why
+
+
+def default_torch_threads() -> int:
+    """torch's intra-op threads for `[model] threads = 0`: the usable cores but one, at least 1."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable - 1)
 
 
 MAX_RETRY_S = 86400.0  # the longest wait between reopenings of a lost source
@@ -86,8 +93,9 @@ class ModelConfig:
     path: str = ""
     backend: str = "torch"  # one of BACKEND_NAMES
     # CPU threads for inference: torch's intra-op threads (torch.set_num_threads) and onnxruntime's
-    # intra-op threads; 0 = the library's own default (one per core). On a box shared with other
-    # work, fewer threads than cores keeps a step's latency steady.
+    # intra-op threads; 0 = onnxruntime's own default (one per core) and, for torch, one core fewer
+    # than the usable ones (`default_torch_threads`: the capture, decoding and face threads need
+    # one, docs/DESIGN.md). On a box shared with other work, fewer threads keep a step's latency steady.
     threads: int = 0
 
     def check(self) -> None:
@@ -101,11 +109,14 @@ class ModelConfig:
 class RecognitionConfig:
     # TCS filter coefficient per 100 ms step (paper eq. 5 uses 0.8) and the label hold margin
     # (the shown label changes only when another class leads it by this much; 0 = the paper's
-    # argmax). 0.6 and 0.1 were chosen for the shipped model on the validation actors by
-    # `python -m training.tune_smoothing`: fewer flips and less lag than 0.8 alone there.
-    # docs/RESULTS.md has the trade-off on the test actors.
-    smoothing: float = 0.6
-    hold_margin: float = 0.1
+    # argmax). 0 and 0.05 were chosen for the session-6 default model on the validation actors by
+    # `python -m training.tune_smoothing` (docs/RESULTS.md): no setting there reaches 5x fewer
+    # flips without losing accuracy, so it takes the most fewer flips with a median switch latency
+    # <= 0.5 s, and any filter (a > 0) delays the switch past 0.5 s on this model. The paper's
+    # filter is one setting away: smoothing = 0.6, hold_margin = 0.1 gave 2.4x fewer flips than
+    # the raw argmax there at 0.6 s (0.6 and 0.1 were the session-4 choice).
+    smoothing: float = 0.0
+    hold_margin: float = 0.05
     # A step counts as speech when its 100 ms of audio is at least this loud (RMS, dB full scale).
     speech_threshold_dbfs: float = -45.0
     max_frame_age_s: float = 0.5  # an older newest frame counts as no frame

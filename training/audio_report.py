@@ -23,6 +23,7 @@ import torch
 from avemo_edge.audio import STEP_SECONDS, log_mel_slices
 from avemo_edge.backends import TorchBackend
 from avemo_edge.checkpoint import load_checkpoint
+from avemo_edge.config import RecognitionConfig
 from avemo_edge.model import EMOTIONS
 from avemo_edge.recognizer import StreamingRecognizer
 
@@ -65,7 +66,8 @@ def report(
         from avemo_edge.backends import create_backend
 
         be, digest = create_backend(backend, str(checkpoint)), ""
-    rec = StreamingRecognizer(be)
+    device = RecognitionConfig()  # the daemon's smoothing: 'shown' is what the device shows
+    rec = StreamingRecognizer(be, device.smoothing, device.hold_margin)
     rav = RavdessCache(cache / "ravdess")
     clips = rav.split(split, "audio")[part]
     y = np.array([c["label"] for c in clips])
