@@ -91,11 +91,16 @@ class QueuedPublisher:
     def _send(self, topic: str, payload: dict[str, Any], retain: bool) -> bool | None:
         raise NotImplementedError
 
+    def _tick(self) -> None:
+        """Called by the sender thread after every message and every 0.2 s while it waits."""
+
     def _drain(self) -> None:
         while True:
+            self._tick()
             with self._cv:
-                while not (self._queue and self._ready()) and not self._stopping:
+                if not (self._queue and self._ready()) and not self._stopping:
                     self._cv.wait(0.2)
+                    continue
                 if not self._queue or (self._stopping and not self._ready()):
                     return
                 topic, payload, retain = self._queue.popleft()
@@ -246,10 +251,16 @@ class MqttPublisher(QueuedPublisher):
         self.client_id = client_id
         self._inflight: set[int] = set()  # mids handed to paho, not yet acknowledged (QoS 1/2) or written (QoS 0)
         self._early: set[int] = set()  # mids paho reported before publish() returned them
-        # QoS 0 messages written to the socket since the broker last sent us anything: a half-open
-        # connection swallows them unseen, so they count as sent only once a packet from the broker
-        # (a PINGRESP, a PUBACK) follows them, and as dropped if the connection dies first.
-        self._unconfirmed = 0
+        # QoS 0 has no acknowledgement, and a half-open connection swallows what is written to it
+        # unseen. So a QoS 0 message counts as sent only once the broker has answered a probe sent
+        # after it (an UNSUBSCRIBE of a topic nobody uses: the broker reads packets in order, so its
+        # UNSUBACK says it read every message before the probe; consumers see nothing), and as
+        # dropped if the connection dies first. One probe at a time, at most every CONFIRM_S.
+        self._handed = 0  # QoS 0 messages handed to paho, ever
+        self._resolved = 0  # of those, how many are counted (sent or dropped), in order
+        self._probe_upto: int | None = None  # `_handed` when the outstanding probe was sent
+        self._probe_at = 0.0
+        self._probe_topic = f"{self.base}/_confirm"
         self._lock = threading.Lock()
         self._unreachable_said = False
         self._connected_at = 0.0
@@ -286,8 +297,7 @@ class MqttPublisher(QueuedPublisher):
         self.client.on_publish = self._on_publish
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        if cfg.qos == 0:
-            self.client.on_log = self._on_log
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self.client.loop_start()  # connects, and reconnects for ever, in paho's own thread
         self.start()
@@ -328,28 +338,55 @@ class MqttPublisher(QueuedPublisher):
             if mid in self._inflight:
                 self._inflight.discard(mid)
                 with self._cv:
-                    if self.cfg.qos == 0:
-                        self._unconfirmed += 1  # written; sent once the broker answers anything after it
-                    else:
-                        self.sent += 1
+                    if self.cfg.qos > 0:
+                        self.sent += 1  # acknowledged; QoS 0 (only written) waits for a probe's answer
                     self._cv.notify_all()
             else:
                 self._early.add(mid)
 
-    def _on_log(self, client: Any, userdata: Any, level: int, buf: str) -> None:
-        if buf.startswith("Received "):  # a packet from the broker: it read what we wrote before it
-            with self._lock, self._cv:
-                self.sent += self._unconfirmed
-                self._unconfirmed = 0
+    CONFIRM_S = 1.0  # QoS 0: how often a probe asks the broker to confirm what it has read
+
+    def _tick(self) -> None:
+        if self.cfg.qos == 0:
+            self._probe()
+
+    def _probe(self, now: bool = False) -> None:
+        """QoS 0: ask the broker to confirm the messages handed to paho so far (see `_handed`)."""
+        from paho.mqtt.client import MQTT_ERR_SUCCESS
+
+        with self._lock:
+            if self._probe_upto is not None or self._handed == self._resolved or not self._connected.is_set():
+                return
+            if not now and time.monotonic() - self._probe_at < self.CONFIRM_S:
+                return
+            self._probe_upto, self._probe_at = self._handed, time.monotonic()
+        rc, _ = self.client.unsubscribe(self._probe_topic)
+        if rc != MQTT_ERR_SUCCESS:
+            with self._lock:
+                self._probe_upto = None
+
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        with self._lock, self._cv:
+            if self._probe_upto is not None:
+                if self._probe_upto > self._resolved:  # the broker has read all of these
+                    self.sent += self._probe_upto - self._resolved
+                    self._resolved = self._probe_upto
+                self._probe_upto = None
+                self._cv.notify_all()
+
+    def _count_unconfirmed_as_dropped(self) -> None:
+        """QoS 0: what the broker has not confirmed is lost as far as we know (call with the locks held)."""
+        self.dropped += self._handed - self._resolved
+        self._resolved = self._handed
+        self._probe_upto = None
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if self.cfg.qos == 0:  # paho forgets unsent QoS 0 messages on a disconnect: they are lost,
-            with self._lock, self._cv:  # and so are the written ones the broker never answered after
-                self.dropped += len(self._inflight) + self._unconfirmed
+            with self._lock, self._cv:  # and so are the written ones the broker did not confirm
+                self._count_unconfirmed_as_dropped()
                 self._inflight.clear()
-                self._unconfirmed = 0
         if was and not self._stopping:
             lasted = time.monotonic() - self._connected_at
             self._short_sessions = self._short_sessions + 1 if lasted < self.SHORT_SESSION_S else 0
@@ -392,19 +429,22 @@ class MqttPublisher(QueuedPublisher):
         if info.rc != MQTT_ERR_SUCCESS:
             return False  # counted as dropped
         with self._lock:
+            if self.cfg.qos == 0:
+                self._handed += 1  # counted by _on_unsubscribe, or as dropped
             if info.mid in self._early:
                 self._early.discard(info.mid)
-                if self.cfg.qos == 0:
-                    with self._cv:
-                        self._unconfirmed += 1
-                    return None
-                return True
+                return None if self.cfg.qos == 0 else True
             self._inflight.add(info.mid)
         return None  # counted by _on_publish, or as dropped if it is never acknowledged
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Flush the queue, mark the device offline (retained), disconnect."""
+        """Flush the queue, have the broker confirm it (QoS 0), mark the device offline (retained), disconnect."""
         super().stop(timeout)
+        deadline = time.monotonic() + timeout
+        if self.cfg.qos == 0:
+            self._probe(now=True)
+            while self._probe_upto is not None and self.connected and time.monotonic() < deadline:
+                time.sleep(0.02)
         if self.connected:
             info = self.client.publish(self.availability, "offline", qos=max(self.cfg.qos, 1), retain=True)
             try:
@@ -416,10 +456,12 @@ class MqttPublisher(QueuedPublisher):
             time.sleep(0.02)  # the last acknowledgements
         self.client.disconnect()
         self.client.loop_stop()
-        with self._lock, self._cv:
-            self.dropped += len(self._inflight) + self._unconfirmed  # never acknowledged: lost as far as we know
+        with self._lock, self._cv:  # never acknowledged: lost as far as we know
+            if self.cfg.qos == 0:
+                self._count_unconfirmed_as_dropped()
+            else:
+                self.dropped += len(self._inflight)
             self._inflight.clear()
-            self._unconfirmed = 0
 
 
 class FanOut:

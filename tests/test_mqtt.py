@@ -347,6 +347,64 @@ def test_half_open_broker_comes_back_online_and_every_message_is_counted(broker,
     assert sum("MQTT connected" in m for m in said) >= 2 and any("MQTT lost the broker" in m for m in said)
 
 
+def test_qos0_clean_broker_restart_counts_at_most_a_second_of_delivered_steps_as_dropped(broker):
+    """The soak's finding: QoS 0 counted everything since the last PINGRESP (up to a keepalive,
+    ~240 steps per restart) as dropped although the broker had read and delivered it."""
+    from avemo_edge.config import MQTTConfig
+    from avemo_edge.publish import MqttPublisher
+
+    rate = 20  # messages a second
+    cfg = MQTTConfig(
+        enabled=True,
+        port=broker.port,
+        device_id="restart",
+        qos=0,
+        keepalive_s=30,
+        reconnect_min_s=2.5,
+        reconnect_max_s=5,
+    )  # fmt: skip  (reconnects after the consumer (0.1-0.5 s), which must not miss what it then sends)
+    consumer = Listener(broker.port, "avemo/restart/state", name="consumer")
+    pub = MqttPublisher(cfg)
+    produced, stop = 0, threading.Event()
+
+    def produce():
+        nonlocal produced
+        while not stop.is_set():
+            pub.publish("state", {"step": produced})
+            produced += 1
+            time.sleep(1 / rate)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (pub.connected and consumer.client.is_connected()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        producer.start()
+        for _ in range(2):  # two clean restarts, each well inside one keepalive
+            time.sleep(4.0)
+            broker.stop()
+            time.sleep(1.0)
+            broker.start()
+            deadline = time.monotonic() + 10
+            while not (pub.connected and consumer.client.is_connected()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        producer.join(2)
+        pub.stop(timeout=3.0)
+        time.sleep(0.5)
+        consumer.close()
+    got = {json.loads(p)["step"] for _, p, _ in consumer.topic("avemo/restart/state")}
+    over = len(got) + pub.dropped - produced  # delivered and yet counted as dropped
+    print(f"\nproduced {produced}, sent {pub.sent}, received {len(got)}, dropped {pub.dropped}, over-counted {over}")
+    assert pub.sent + pub.dropped == produced
+    assert len(got) + pub.dropped >= produced, f"{produced - len(got) - pub.dropped} lost without being counted"
+    # at most one probe period (plus the round trip) of delivered steps per restart; before: all ~80
+    assert over <= 2 * (pub.CONFIRM_S + 0.5) * rate, f"{over} delivered steps were counted as dropped"
+    assert pub.sent >= len(got) - 2 * (pub.CONFIRM_S + 0.5) * rate
+
+
 def test_unreachable_broker_is_said_once(caplog):
     from avemo_edge.config import MQTTConfig
     from avemo_edge.publish import MqttPublisher
