@@ -88,7 +88,7 @@ def _crop_scaling_the_whole_frame(frame, box, size, channels, margin, center_dy)
     side = max(1.0, box_side * (1 + 2 * margin))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2 + center_dy * box_side
     if side > 2 * size:
-        f = 2 * size / side
+        f = 1 / np.ceil(side / (2 * size))
         frame = cv2.resize(frame, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         cx, cy, side = cx * f, cy * f, side * f
     m = cv2.getRotationMatrix2D((cx, cy), eye_angle(box), size / side)

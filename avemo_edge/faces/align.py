@@ -89,8 +89,8 @@ def crop_face(
     side = max(1.0, box_side * (1 + 2 * margin))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2 + center_dy * box_side
     angle = eye_angle(box) if align else 0.0
-    if side > 2 * size:  # shrink first so the warp's bilinear sampling does not alias
-        f = 2 * size / side
+    if side > 2 * size:  # shrink first so the warp's bilinear sampling does not alias: by a whole
+        f = 1 / math.ceil(side / (2 * size))  # factor, INTER_AREA's fast path, to between 1 and 2 sizes
         frame = shrink_towards(frame, f, cx + side / math.sqrt(2), cy + side / math.sqrt(2))
         cx, cy, side = cx * f, cy * f, side * f
     # rotate by `angle` about the crop centre, scale the square to size, put its centre in the middle

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import Box, FaceDetector
+from .detect import Box, FaceDetector, shrink
 
 # Two tracks whose boxes overlap this much follow the same face; the younger one ends.
 SAME_FACE_IOU = 0.5
@@ -127,8 +127,11 @@ class MultiFaceTracker:
             return None
         region = frame[y0:y1, x0:x1]
         scale = min(1.0, self.window_px / max(region.shape[:2]))
-        if scale < 1:
-            region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        region = shrink(region, scale)
+        # padded (right and bottom, black) to one fixed square, so the detector keeps one input size
+        pad_y, pad_x = self.window_px - region.shape[0], self.window_px - region.shape[1]
+        if pad_y > 0 or pad_x > 0:
+            region = cv2.copyMakeBorder(region, 0, max(0, pad_y), 0, max(0, pad_x), cv2.BORDER_CONSTANT, value=0)
         boxes = [b.shifted(x0, y0, 1 / scale) for b in self.detector.detect(region)]
         if not boxes:
             return None
