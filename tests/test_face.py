@@ -320,3 +320,35 @@ def test_voice_policies():
     assert oldest.choose([tr(5, 90, since=7), tr(3, 40, since=2)]).id == 3
     with pytest.raises(ValueError, match="largest, oldest"):
         VoicePolicy("loudest")
+
+
+@pytest.mark.parametrize("scale", [0.9, 2 / 3, 0.5, 0.37, 1 / 6, 0.12])
+def test_shrink_keeps_coordinates_as_x_times_scale(scale):
+    from avemo_edge.faces.detect import shrink
+
+    h, w = 360, 480
+    image = np.zeros((h, w), np.uint8)
+    spots = [(37, 41), (250, 100), (401, 299), (120, 330)]
+    for x, y in spots:
+        image[y - 6 : y + 6, x - 6 : x + 6] = 255
+    small = shrink(image, scale)
+    assert abs(small.shape[1] - w * scale) <= 1 and abs(small.shape[0] - h * scale) <= 1, small.shape
+    for x, y in spots:
+        r = max(2, int(12 * scale))
+        cx, cy = (x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5  # pixel centres map as (v + 0.5) * scale - 0.5
+        patch = small[max(0, int(cy) - r) : int(cy) + r + 1, max(0, int(cx) - r) : int(cx) + r + 1].astype(float)
+        ys, xs = np.mgrid[max(0, int(cy) - r) : int(cy) + r + 1, max(0, int(cx) - r) : int(cx) + r + 1]
+        mx, my = (patch * xs).sum() / patch.sum(), (patch * ys).sum() / patch.sum()
+        assert abs(mx - cx) < 0.6 and abs(my - cy) < 0.6, (scale, (x, y), (mx, my), (cx, cy))
+
+
+def test_yunet_keeps_one_network_per_input_size():
+    det = YuNetFaceDetector()
+    frame = np.zeros((360, 480, 3), np.uint8)
+    for _ in range(3):
+        det.detect(frame)  # the full frame, scaled to 320 x 240
+        det.detect(frame[:160, :160])  # a tracking window
+    assert set(det._nets) == {(320, 320), (320, 240), (160, 160)}
+    for side in range(20, 200, 10):  # a stream whose size keeps changing does not pile networks up
+        det.detect(frame[:side, :side])
+    assert len(det._nets) <= det.MAX_NETS
