@@ -319,3 +319,17 @@ def test_log_gain_matches_the_front_end_on_the_waveform():
     for g in (-20.0, 6.0):
         want = log_mel_slices(x * np.float32(10 ** (g / 20)))
         assert float((log_gain(log_mel_slices(x), g) - want).abs().max()) < 1e-3
+
+
+def test_each_branch_gets_its_own_learning_rate():
+    from avemo_edge.model import AVEmotionNet, ModelDims
+    from training.config import TrainConfig
+    from training.train import param_groups
+
+    model = AVEmotionNet(ModelDims(face_width=8))
+    groups = param_groups(model, TrainConfig(lr=1e-3, lr_visual=5e-5, lr_audio=1e-4))
+    lrs = {g["branch"]: g["lr"] for g in groups}
+    assert lrs == {"visual": 5e-5, "audio": 1e-4, "rest": 1e-3}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # lr_audio = 0: the audio branch trains at lr, as before the setting existed
+    assert {g["branch"]: g["lr"] for g in param_groups(model, TrainConfig(lr=1e-3))}["audio"] == 1e-3

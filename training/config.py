@@ -42,6 +42,7 @@ class TrainConfig:
     # optimisation (paper 3.4.1-3.4.6)
     lr: float = 1e-4  # audio branch and fusion
     lr_visual: float = 5e-5  # visual branch
+    lr_audio: float = 0.0  # audio branch (0: the same as lr); e.g. a pretrained branch fine-tuned gently
     weight_decay: float = 1e-5
     batch_size: int = 8  # clips (audio and joint); the visual stage uses visual_batch_size images
     visual_batch_size: int = 64

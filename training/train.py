@@ -84,20 +84,22 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
 
 
 def param_groups(model: AVEmotionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Two learning rates (visual vs the rest); weight decay only on weight matrices and kernels."""
-    groups: dict[tuple[bool, bool], list] = {}
+    """A learning rate per branch (visual, audio, the rest); weight decay only on weight matrices and kernels."""
+    lrs = {"visual": cfg.lr_visual, "audio": cfg.lr_audio or cfg.lr, "rest": cfg.lr}
+    groups: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        groups.setdefault((name.startswith("visual."), p.ndim >= 2), []).append(p)
+        branch = name.split(".", 1)[0] if name.startswith(("visual.", "audio.")) else "rest"
+        groups.setdefault((branch, p.ndim >= 2), []).append(p)
     return [
         {
             "params": ps,
-            "lr": cfg.lr_visual if vis else cfg.lr,
+            "lr": lrs[branch],
             "weight_decay": cfg.weight_decay if decay else 0.0,
-            "branch": "visual" if vis else "rest",
+            "branch": branch,
         }  # fmt: skip
-        for (vis, decay), ps in groups.items()
+        for (branch, decay), ps in groups.items()
     ]
 
 
@@ -346,7 +348,7 @@ class Run:
         return res
 
     def _lr(self, branch: str) -> float | None:
-        """The current learning rate of the visual branch or of the rest (None: nothing of it trains)."""
+        """The current learning rate of a branch (visual, audio) or of the rest (None: nothing of it trains)."""
         return next((g["lr"] for g in self.opt.param_groups if g.get("branch") == branch), None)
 
     def meta(self, val: dict[str, float]) -> dict[str, Any]:
@@ -371,7 +373,7 @@ class Run:
             else:
                 self.bad_epochs += 1
             row = {"epoch": self.epoch, "seconds": round(time.monotonic() - t0, 1),
-                   "lr": self._lr("rest"), "lr_visual": self._lr("visual"),
+                   "lr": self._lr("rest"), "lr_visual": self._lr("visual"), "lr_audio": self._lr("audio"),
                    **{f"train_{k}": round(v, 5) for k, v in tr.items()},
                    **{f"val_{k}": round(v, 5) for k, v in va.items()}, "best": improved}  # fmt: skip
             self.log.append(row)
