@@ -1,7 +1,7 @@
 """`avemo-edge export`: run the stages that the chosen formats need, in order, into OUT/<format>/.
 
     checkpoint --onnx_export--> onnx --onnx_fp16--> onnx-fp16
-                                     --onnx_int8--> onnx-int8
+                                     --onnx_int8--> onnx-int8, onnx-int8-face
                                      --trt_build--> tensorrt, tensorrt-fp16
 
 Each written file is logged on one line with its size and the time it took; a stage that fails
@@ -70,10 +70,12 @@ def export_checkpoint(
             from .onnx_fp16 import export_fp16
 
             made[fmt.name], recs = export_fp16(onnx_dir, made["onnx"], dst, log)
-        elif fmt.name == "onnx-int8":
+        elif fmt.name in ("onnx-int8", "onnx-int8-face"):
             from .onnx_int8 import export_int8
 
-            made[fmt.name], recs = export_int8(ckpt, onnx_dir, made["onnx"], dst, log, data_dir, *calibration)
+            made[fmt.name], recs = export_int8(
+                ckpt, onnx_dir, made["onnx"], dst, log, data_dir, *calibration, format_name=fmt.name
+            )
         elif fmt.backend == "tensorrt":
             from .trt_build import export_engines
 

@@ -50,6 +50,10 @@ FORMATS: tuple[ExportFormat, ...] = (
         "onnxruntime", "onnx", ("onnx", "onnxruntime"), "onnxruntime CPU (VNNI / AMX)", None, None,
     ),
     ExportFormat(
+        "onnx-int8-face", "ONNX, the visual encoder as in onnx-int8; audio step and fusion head fp32", "int8-face",
+        ".onnx", "onnxruntime", "onnx", ("onnx", "onnxruntime"), "onnxruntime CPU (VNNI / AMX)", None, None,
+    ),
+    ExportFormat(
         "tensorrt", "TensorRT engines, fp32 (TF32 off)", "fp32", ".engine", "tensorrt", "onnx",
         ("tensorrt", "cuda.bindings"), "the GPU and TensorRT version that built them", 1e-4, None,
     ),

@@ -385,6 +385,26 @@ def test_int8_export_reports_its_accuracy_cost(exported, stream, tmp_path):
     assert row.status == "reported" and np.isfinite(row.max_abs) and row.argmax >= 0.9
 
 
+def test_int8_face_export_quantizes_the_visual_encoder_alone(exported, stream, tmp_path):
+    from export.onnx_int8 import export_int8
+
+    ckpt, out, *_ = exported
+    source = json.loads((out / "onnx" / "manifest.json").read_text())
+    manifest, _ = export_int8(load_checkpoint(ckpt), out / "onnx", source, tmp_path / "onnx-int8-face", print,
+                              n_faces=16, n_slices=32, format_name="onnx-int8-face")  # fmt: skip
+    assert manifest["export_format"] == "onnx-int8-face" and manifest["int8"]["quantized_graphs"] == ["visual_encoder"]
+    ops = {g: {n.op_type for n in onnx.load(str(tmp_path / "onnx-int8-face" / f"{g}.onnx")).graph.node}
+           for g in ("visual_encoder", "audio_step", "fusion_head")}  # fmt: skip
+    assert "QuantizeLinear" in ops["visual_encoder"]
+    assert "QuantizeLinear" not in ops["audio_step"] and "QuantizeLinear" not in ops["fusion_head"]
+    fmt = BY_NAME["onnx-int8-face"]
+    (row,) = verify_exports(load_checkpoint(ckpt), tmp_path, [fmt], print, stream=stream, threads=1).rows
+    assert row.status == "reported" and row.argmax >= 0.9
+    from avemo_edge.backends import create_backend  # the bench and the daemon load it as any ONNX folder
+
+    assert create_backend("onnxruntime", str(tmp_path / "onnx-int8-face")).dims == load_checkpoint(ckpt).dims
+
+
 def test_compare_fails_a_broken_bound():
     from export.verify import Trace
 
@@ -406,7 +426,7 @@ def test_bad_format_is_one_sentence_and_exit_2(exported, tmp_path):
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    choices = "onnx, onnx-fp16, onnx-int8, tensorrt, tensorrt-fp16"
+    choices = "onnx, onnx-fp16, onnx-int8, onnx-int8-face, tensorrt, tensorrt-fp16"
     assert f"unknown export format 'onnx-fp8'; choose from {choices}" in r.stderr
 
 
