@@ -347,12 +347,19 @@ def test_half_open_broker_comes_back_online_and_every_message_is_counted(broker,
     assert sum("MQTT connected" in m for m in said) >= 2 and any("MQTT lost the broker" in m for m in said)
 
 
-def test_qos0_clean_broker_restart_counts_at_most_a_second_of_delivered_steps_as_dropped(broker):
+def test_qos0_clean_broker_restart_counts_at_most_a_second_of_read_steps_as_dropped(tmp_path):
     """The soak's finding: QoS 0 counted everything since the last PINGRESP (up to a keepalive,
-    ~240 steps per restart) as dropped although the broker had read and delivered it."""
+    ~240 steps per restart) as dropped although the broker had read and delivered it.
+
+    The publisher's claim is about the broker: `sent` = the broker read it. So the broker's own log
+    (every PUBLISH it read) is the reference, not the consumer: a broker stopped in the instant after
+    reading a QoS 0 message may never forward it (at most once; CI saw 1 in 301 so), which no
+    publisher can know. The consumer's count is printed beside it."""
     from avemo_edge.config import MQTTConfig
     from avemo_edge.publish import MqttPublisher
 
+    broker = Broker(tmp_path, free_port(), "allow_anonymous true\nlog_type all\nlog_dest stderr")
+    broker.start()
     rate = 20  # messages a second
     cfg = MQTTConfig(
         enabled=True,
@@ -380,8 +387,8 @@ def test_qos0_clean_broker_restart_counts_at_most_a_second_of_delivered_steps_as
         while not (pub.connected and consumer.client.is_connected()) and time.monotonic() < deadline:
             time.sleep(0.05)
         producer.start()
-        for _ in range(2):  # two clean restarts, each well inside one keepalive
-            time.sleep(4.0)
+        for pause in (4.0, 4.5):  # two clean restarts, each well inside one keepalive, at two probe phases
+            time.sleep(pause)
             broker.stop()
             time.sleep(1.0)
             broker.start()
@@ -395,14 +402,19 @@ def test_qos0_clean_broker_restart_counts_at_most_a_second_of_delivered_steps_as
         pub.stop(timeout=3.0)
         time.sleep(0.5)
         consumer.close()
+        broker.stop()
+    read = broker.log.read_text().count(f"Received PUBLISH from {pub.client_id} (d0, q0, r0, m0, 'avemo/restart/state'")
     got = {json.loads(p)["step"] for _, p, _ in consumer.topic("avemo/restart/state")}
-    over = len(got) + pub.dropped - produced  # delivered and yet counted as dropped
-    print(f"\nproduced {produced}, sent {pub.sent}, received {len(got)}, dropped {pub.dropped}, over-counted {over}")
+    over = read - pub.sent  # read by the broker and yet counted as dropped
+    print(
+        f"\nproduced {produced}, sent {pub.sent}, dropped {pub.dropped}, read by the broker {read}, "
+        f"received {len(got)}, over-counted {over}"
+    )
     assert pub.sent + pub.dropped == produced
-    assert len(got) + pub.dropped >= produced, f"{produced - len(got) - pub.dropped} lost without being counted"
-    # at most one probe period (plus the round trip) of delivered steps per restart; before: all ~80
-    assert over <= 2 * (pub.CONFIRM_S + 0.5) * rate, f"{over} delivered steps were counted as dropped"
-    assert pub.sent >= len(got) - 2 * (pub.CONFIRM_S + 0.5) * rate
+    assert pub.sent <= read, f"{pub.sent - read} counted as sent that the broker never read"
+    # at most what was written in the last CONFIRM_S before each stop (plus scheduling slack)
+    assert over <= 2 * (pub.CONFIRM_S + 0.5) * rate, f"{over} read by the broker but counted as dropped"
+    assert len(got) >= pub.sent - 2, "the consumer missed more than the instant of each stop can explain"
 
 
 def test_unreachable_broker_is_said_once(caplog):
