@@ -52,7 +52,7 @@ class MultiFaceTracker:
         detect_every: int = 10,
         max_faces: int = 1,
         window: float = 1.0,
-        window_px: int = 160,
+        window_px: int = 128,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, got {detect_every}")
@@ -170,7 +170,7 @@ class FaceTracker(MultiFaceTracker):
     """One face: frame -> the tracked (largest) face's Box or None."""
 
     def __init__(
-        self, detector: FaceDetector, detect_every: int = 10, window: float = 1.0, window_px: int = 160
+        self, detector: FaceDetector, detect_every: int = 10, window: float = 1.0, window_px: int = 128
     ) -> None:
         super().__init__(detector, detect_every, 1, window, window_px)
 
