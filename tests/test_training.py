@@ -162,6 +162,9 @@ def test_visual_then_joint_pairs_and_report(cache, tmp_path, capsys):
     assert load_checkpoint(shipped).meta["source_sha256"] == load_checkpoint(joint).sha256
     assert "label hold margin 0.1" in card and "5-fold actor cross-validation" in card and "+- 0.00 %" in card
     assert "this model with faces masked (audio only): accuracy" in card
+    from avemo_edge.manifest import sha256_file
+
+    assert f"`sha256sum` prints `{sha256_file(shipped)}`" in card  # what a user's sha256sum shows
 
 
 def test_config_errors_name_the_key(tmp_path):

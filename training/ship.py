@@ -16,6 +16,7 @@ from pathlib import Path
 
 from avemo_edge.checkpoint import load_checkpoint, save_checkpoint
 from avemo_edge.doctor import default_model_path
+from avemo_edge.manifest import sha256_file
 from avemo_edge.model import count_parameters
 
 MAX_BYTES = 25 * 2**20
@@ -133,7 +134,8 @@ def ship(
     card = [
         "# Model card: avemo-edge default model",
         "",
-        f"- file: `avemo_edge/assets/{out.name}` ({size / 2**20:.1f} MiB, fp16 weights, sha256 `{digest}`)",
+        f"- file: `avemo_edge/assets/{out.name}` ({size / 2**20:.1f} MiB, fp16 weights; `sha256sum` prints "
+        f"`{sha256_file(out)}`; content digest `{digest}`, which the loader checks)",
         f"- source checkpoint: `{checkpoint}` (sha256 `{ckpt.sha256}`), stage `{ckpt.meta.get('stage')}`, "
         f"epoch {ckpt.meta.get('epoch')}",
         f"- architecture: ResNet-18 visual branch ({d.face_size} px, {d.face_channels} channel(s), "
