@@ -109,7 +109,8 @@ class ModelConfig:
 class RecognitionConfig:
     # TCS filter coefficient per 100 ms step (paper eq. 5 uses 0.8) and the label hold margin
     # (the shown label changes only when another class leads it by this much; 0 = the paper's
-    # argmax). 0 and 0.05 were chosen for the session-6 default model on the validation actors by
+    # argmax). 0 and 0.05 were chosen for the session-6 default model, and again for the session-9
+    # one, on the validation actors by
     # `python -m training.tune_smoothing` (docs/RESULTS.md): no setting there reaches 5x fewer
     # flips without losing accuracy, so it takes the most fewer flips with a median switch latency
     # <= 0.5 s, and any filter (a > 0) delays the switch past 0.5 s on this model. The paper's
