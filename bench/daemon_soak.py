@@ -71,18 +71,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Broker:
-    """mosquitto on 127.0.0.1:port with persistence in `folder`; stopped with SIGTERM and started again."""
+# What the soak's broker keeps across its restarts: sessions and queued QoS 0 messages, on disk.
+SOAK_SETTINGS = "allow_anonymous true\npersistence true\nqueue_qos0_messages true\nmax_queued_messages 100000"
 
-    def __init__(self, folder: Path, port: int) -> None:
+
+class Broker:
+    """mosquitto on 127.0.0.1:port, configured in `folder`; stopped with SIGTERM and started again on the same port.
+
+    `settings` are mosquitto.conf lines after the listener (the soak's by default; `tests/test_mqtt.py`
+    passes its own: no persistence, a password file, the full log).
+    """
+
+    def __init__(self, folder: Path, port: int, settings: str = SOAK_SETTINGS) -> None:
         self.binary, self.port, self.proc = mosquitto_binary(), port, None
-        self.conf, self.log = folder / "mosquitto.conf", folder / "mosquitto.log"
+        self.conf, self.log = folder / f"mosquitto-{port}.conf", folder / f"mosquitto-{port}.log"
         user = "user root\n" if os.geteuid() == 0 else ""  # as root it would drop to 'mosquitto', who cannot write here
-        self.conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}"
-            f"persistence true\npersistence_location {folder}/\n"
-            "queue_qos0_messages true\nmax_queued_messages 100000\n"
-        )
+        persistence = f"persistence_location {folder}/\n" if "persistence true" in settings else ""
+        self.conf.write_text(f"listener {port} 127.0.0.1\n{user}{persistence}{settings}\n")
 
     def start(self, timeout: float = 10.0) -> None:
         with open(self.log, "a") as log:

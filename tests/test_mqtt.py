@@ -14,47 +14,24 @@ from pathlib import Path
 
 import pytest
 
+from bench.daemon_soak import Broker, free_port
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is absent (apt-get install mosquitto)")
 mqtt = pytest.importorskip("paho.mqtt.client")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TEST_SETTINGS = "persistence false\nallow_anonymous true"
 
 
-class Broker:
-    """A mosquitto process on 127.0.0.1:port that can be stopped and started again on the same port."""
-
-    def __init__(self, tmp: Path, port: int, extra: str = "") -> None:
-        self.port, self.conf, self.proc = port, tmp / f"mosquitto-{port}.conf", None
-        user = "user root\n" if os.geteuid() == 0 else ""  # as root it would drop to 'mosquitto', who cannot read tmp
-        self.conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{extra or 'allow_anonymous true'}\n")
-        self.log = tmp / f"mosquitto-{port}.log"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.log, "a")
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+def make_broker(tmp: Path, port: int, extra: str = "") -> Broker:
+    """The soak's mosquitto on 127.0.0.1:port, without persistence; `extra` replaces `allow_anonymous true`."""
+    return Broker(tmp, port, f"persistence false\n{extra}" if extra else TEST_SETTINGS)
 
 
 @pytest.fixture
 def broker(tmp_path):
-    b = Broker(tmp_path, free_port())
+    b = make_broker(tmp_path, free_port())
     b.start()
     yield b
     b.stop()
@@ -250,7 +227,7 @@ def test_credentials_from_credentials_directory(tmp_path, monkeypatch):
     pw_file = tmp_path / "passwd"
     subprocess.run([passwd, "-c", "-b", str(pw_file), "kiosk", "s3cret"], check=True, capture_output=True)
     pw_file.chmod(0o700)
-    b = Broker(tmp_path, free_port(), f"allow_anonymous false\npassword_file {pw_file}")
+    b = make_broker(tmp_path, free_port(), f"allow_anonymous false\npassword_file {pw_file}")
     b.start()
     from avemo_edge.config import MQTTConfig
     from avemo_edge.errors import AvemoError
@@ -358,7 +335,7 @@ def test_qos0_clean_broker_restart_counts_at_most_a_second_of_read_steps_as_drop
     from avemo_edge.config import MQTTConfig
     from avemo_edge.publish import MqttPublisher
 
-    broker = Broker(tmp_path, free_port(), "allow_anonymous true\nlog_type all\nlog_dest stderr")
+    broker = make_broker(tmp_path, free_port(), "allow_anonymous true\nlog_type all\nlog_dest stderr")
     broker.start()
     rate = 20  # messages a second
     cfg = MQTTConfig(
