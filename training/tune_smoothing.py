@@ -98,7 +98,7 @@ def main() -> None:
     if not met:
         print(f"no setting reaches {args.flip_ratio:g}x fewer flips than raw without losing validation accuracy")
     if best is None:
-        print(f"nor any with a median latency from speech onset <= {args.max_latency:g} s")
+        print(f"nor any with a median latency from the join <= {args.max_latency:g} s")
     else:
         why = "the quickest that meets it" if met else f"most fewer flips with latency <= {args.max_latency:g} s"
         print(f"suggested ({why}): --smoothing {best['alpha']:g} --hold-margin {best['margin']:g}")
