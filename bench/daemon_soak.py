@@ -86,8 +86,8 @@ class Broker:
         self.binary, self.port, self.proc = mosquitto_binary(), port, None
         self.conf, self.log = folder / f"mosquitto-{port}.conf", folder / f"mosquitto-{port}.log"
         user = "user root\n" if os.geteuid() == 0 else ""  # as root it would drop to 'mosquitto', who cannot write here
-        persistence = f"persistence_location {folder}/\n" if "persistence true" in settings else ""
-        self.conf.write_text(f"listener {port} 127.0.0.1\n{user}{persistence}{settings}\n")
+        # persistence_location only matters where `settings` turn persistence on
+        self.conf.write_text(f"listener {port} 127.0.0.1\n{user}persistence_location {folder}/\n{settings}\n")
 
     def start(self, timeout: float = 10.0) -> None:
         with open(self.log, "a") as log:

@@ -21,12 +21,9 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
 
-TEST_SETTINGS = "persistence false\nallow_anonymous true"
-
-
 def make_broker(tmp: Path, port: int, extra: str = "") -> Broker:
     """The soak's mosquitto on 127.0.0.1:port, without persistence; `extra` replaces `allow_anonymous true`."""
-    return Broker(tmp, port, f"persistence false\n{extra}" if extra else TEST_SETTINGS)
+    return Broker(tmp, port, f"persistence false\n{extra or 'allow_anonymous true'}")
 
 
 @pytest.fixture
