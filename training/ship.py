@@ -158,10 +158,10 @@ def ship(
         *_section("Visual stage checkpoint (this model's visual branch, frozen in the joint stage)", visual_eval),
         "## Limits",
         "",
-        "- Most accuracy targets in docs/RESULTS.md are missed (see the numbers above): the voice branch about"
-        " matches a clip-statistics + SVM baseline, and the face branch is far from the FER+ paper's 84-85 % and"
-        " changes its answer for a share of faces when the framing or the light changes (the labels-changed"
-        " line above).",
+        "- Most accuracy targets in docs/RESULTS.md are missed (see the numbers above): the voice branch is at or"
+        " under a clip-statistics + SVM baseline (accuracy at it, macro F1 under it), and the face branch is far"
+        " from the FER+ paper's 84-85 % and changes its answer for a share of faces when the framing or the light"
+        " changes (the labels-changed line above).",
         "- RAVDESS is 24 North-American actors reading two fixed sentences in a studio: acted, not spontaneous,"
         " emotion. Expect lower accuracy on real users, other languages, children, far-field microphones.",
         "- No RAVDESS video was available for training: the joint model learnt from emotion-matched pairs"
