@@ -342,6 +342,24 @@ def test_shrink_keeps_coordinates_as_x_times_scale(scale):
         assert abs(mx - cx) < 0.6 and abs(my - cy) < 0.6, (scale, (x, y), (mx, my), (cx, cy))
 
 
+def test_yunet_drops_rows_with_infinite_or_empty_boxes():
+    """OpenCV's YuNet has returned a row of infinities on a 30 px window; the detector skips it."""
+    det = YuNetFaceDetector()
+    good = np.array([10, 12, 20, 24, *range(10), 0.9], np.float32)
+    bad = good.copy()
+    bad[0] = np.inf
+    empty = good.copy()
+    empty[2] = 0
+
+    class Net:
+        def detect(self, image):
+            return 1, np.stack([bad, good, empty])
+
+    det._net = lambda size: Net()
+    boxes = det.detect(np.zeros((30, 30, 3), np.uint8))
+    assert [(b.x, b.y, b.w, b.h) for b in boxes] == [(10, 12, 20, 24)]
+
+
 def test_yunet_keeps_one_network_per_input_size():
     det = YuNetFaceDetector()
     frame = np.zeros((360, 480, 3), np.uint8)

@@ -146,6 +146,10 @@ class YuNetFaceDetector:
             return []
         out = []
         for f in found:
+            # On tiny inputs (a 30 px tracking window) OpenCV's YuNet has returned rows with infinite
+            # coordinates; such a row is no face.
+            if not np.isfinite(f[:15]).all() or f[2] <= 0 or f[3] <= 0:
+                continue
             lm = tuple((float(f[4 + 2 * i]) / scale, float(f[5 + 2 * i]) / scale) for i in range(5))
             x, y, w, h = (float(v) / scale for v in f[:4])
             out.append(Box(int(round(x)), int(round(y)), int(round(w)), int(round(h)), lm, float(f[14])))
