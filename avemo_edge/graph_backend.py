@@ -23,7 +23,7 @@ import numpy as np
 from .errors import AvemoError
 from .manifest import GRAPHS, ExportedModel
 
-State = tuple[np.ndarray, np.ndarray]  # LSTM (h, c), each float32 (layers, 1, hidden)
+State = tuple[np.ndarray, np.ndarray]  # (h, c), each float32 ModelDims.state_shape(1)
 
 
 class GraphBackend:
@@ -35,7 +35,7 @@ class GraphBackend:
         d = self.dims
         self._face_shape = (d.face_channels, d.face_size, d.face_size)
         self._audio_shape = (d.n_mels, d.slice_frames)
-        self._state_shape = (d.lstm_layers, 1, d.lstm_hidden)
+        self._state_shape = d.state_shape(1)
         self._zero_emb = np.zeros((1, d.embed_dim), np.float32)
         self._on, self._off = np.ones(1, np.float32), np.zeros(1, np.float32)
 

@@ -38,9 +38,10 @@ class GraphIO:
     outputs: tuple[str, ...]
 
 
-# The three graphs, in the order a step runs them. Shapes (B = batch, L = LSTM layers, H = hidden):
+# The three graphs, in the order a step runs them. Shapes (B = batch, H = hidden, R = state rows:
+# the LSTM layers, plus 2 when the audio branch pools statistics, `ModelDims.state_shape`):
 #   visual_encoder  face (B, C, S, S) in [0, 1]                    -> visual_emb (B, 128), unit length
-#   audio_step      mel (B, 64, N), h_in, c_in (L, B, H)           -> audio_emb (B, 128), h_out, c_out (L, B, H)
+#   audio_step      mel (B, 64, N), h_in, c_in (R, B, H)           -> audio_emb (B, 128), h_out, c_out (R, B, H)
 #   fusion_head     visual_emb, audio_emb (B, 128), masks (B,)     -> logits (B, 7), alpha (B,), beta (B,)
 GRAPHS: dict[str, GraphIO] = {
     "visual_encoder": GraphIO(("face",), ("visual_emb",)),

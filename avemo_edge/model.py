@@ -13,16 +13,22 @@ forced to 0, and when audio is missing the LSTM state passes through unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .audio import STEP_SECONDS
+
 # neutral and calm are merged (paper 3.1); the order is the model's output order.
 EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
-State = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers * directions, B, hidden)
+# LSTM (h, c), each (rows, B, hidden): the LSTM's layers * directions rows, then, when the audio
+# branch pools (`ModelDims.audio_pool_s`), POOL_ROWS more that hold the pooled statistics.
+State = tuple[torch.Tensor, torch.Tensor]
+POOL_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,11 @@ class ModelDims:
     lstm_hidden: int = 128
     lstm_layers: int = 2
     bidirectional: bool = False
+    # Time constant (s) of the audio branch's causal statistics pooling; 0: none (older models).
+    # When set, each step's embedding also sees a leaky, learned-weight running mean and standard
+    # deviation of its CNN features over the last seconds (docs/DESIGN.md, "Pooled statistics"),
+    # carried in POOL_ROWS extra rows of the (h, c) state, so the exported graphs keep their inputs.
+    audio_pool_s: float = 0.0
     fusion_hidden: int = 64
     n_classes: int = len(EMOTIONS)
     dropout: float = 0.3
@@ -75,6 +86,16 @@ class ModelDims:
             raise ValueError(f"n_mels must be a multiple of 8 (three 2x frequency poolings), not {self.n_mels}")
         if self.slice_frames < 1 or self.lstm_layers < 1:
             raise ValueError("slice_frames and lstm_layers must be at least 1")
+        if self.audio_pool_s < 0:
+            raise ValueError(f"audio_pool_s must be 0 (off) or a time constant in seconds, not {self.audio_pool_s}")
+
+    @property
+    def lstm_rows(self) -> int:
+        return self.lstm_layers * (2 if self.bidirectional else 1)
+
+    def state_shape(self, batch: int = 1) -> tuple[int, int, int]:
+        """The shape of each of h and c: the LSTM's rows, then the pooled statistics' rows."""
+        return (self.lstm_rows + (POOL_ROWS if self.audio_pool_s else 0), batch, self.lstm_hidden)
 
 
 PAPER_DIMS = ModelDims(face_size=224, face_channels=3, face_stem="imagenet")
@@ -177,7 +198,9 @@ class AudioEncoder(nn.Module):
             dropout=dims.dropout if dims.lstm_layers > 1 else 0.0, bidirectional=dims.bidirectional,
         )  # fmt: skip
         self.drop = nn.Dropout(dims.dropout)  # after the last LSTM layer too (paper: after each)
-        self.proj = nn.Linear(dims.lstm_hidden * (2 if dims.bidirectional else 1), dims.embed_dim)
+        width = dims.lstm_hidden * (2 if dims.bidirectional else 1)
+        self.pool = StatsPool(self.n_features, dims.lstm_hidden, dims.audio_pool_s) if dims.audio_pool_s else None
+        self.proj = nn.Linear(width + (2 * dims.lstm_hidden if self.pool else 0), dims.embed_dim)
 
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, 64, N) log-mel -> (B, T, 512) per-step features."""
@@ -186,10 +209,26 @@ class AudioEncoder(nn.Module):
         x = self.cnn(x.reshape(b * t, 1, m, n))  # (B*T, 64, 8, N/2)
         return x.mean(dim=-1).reshape(b, t, self.n_features)  # (B, T, 512)
 
+    def _split(self, state: State) -> tuple[State, State]:
+        """(h, c) -> the LSTM's rows and the pool's rows (empty when the branch does not pool)."""
+        r = self.dims.lstm_rows
+        return (state[0][:r], state[1][:r]), (state[0][r:], state[1][r:])
+
+    def _head(
+        self, feats: torch.Tensor, out: torch.Tensor, lstm: State, pool: State, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, State]:
+        if self.pool is not None:
+            stats, pool = self.pool(feats, pool, valid)
+            out = torch.cat([out, stats.to(out.dtype)], dim=-1)
+            lstm = (torch.cat([lstm[0], pool[0].to(lstm[0].dtype)]), torch.cat([lstm[1], pool[1].to(lstm[1].dtype)]))
+        return self.proj(self.drop(out)), lstm
+
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """(B, T, 64, N) and (h, c) -> embeddings (B, T, 128) and the state after step T."""
-        out, state = self.lstm(self.slice_features(x), state)  # (B, T, H * directions)
-        return self.proj(self.drop(out)), state
+        lstm, pool = self._split(state)
+        feats = self.slice_features(x)
+        out, lstm = self.lstm(feats, lstm)  # (B, T, H * directions)
+        return self._head(feats, out, lstm, pool, None)
 
     def forward_padded(self, x: torch.Tensor, lengths: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """A batch of streams of different lengths, each padded at its end: (B, T, 64, N), lengths (B,) >= 1.
@@ -203,10 +242,54 @@ class AudioEncoder(nn.Module):
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (B, T)
         feats = x.new_zeros(b, t, self.n_features)
         feats[valid] = self.slice_features(x[valid][None])[0].to(feats.dtype)
+        lstm, pool = self._split(state)
         packed = nn.utils.rnn.pack_padded_sequence(feats, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, state = self.lstm(packed, state)
+        out, lstm = self.lstm(packed, lstm)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)
-        return self.proj(self.drop(out)), state
+        return self._head(feats, out, lstm, pool, valid)
+
+
+class StatsPool(nn.Module):
+    """Causal statistics pooling: a leaky running mean and standard deviation of projected step features.
+
+    Each step's 512 CNN features are projected to H numbers p_t and given a learned weight
+    w_t in (0, 1) (silence can learn a weight near 0). With the decay d = exp(-0.1 s / tau):
+
+        W_t = d W_{t-1} + w_t,   r_t = w_t / W_t
+        m_t = m_{t-1} + r_t (p_t - m_{t-1}),   q_t = q_{t-1} + r_t (p_t^2 - q_{t-1})
+
+    so m_t and q_t are the w-weighted means of p and p^2 over roughly the last tau seconds (over
+    a clip shorter than tau, nearly its whole past), and the step emits [m_t, sqrt(q_t - m_t^2)].
+    It is the network's own form of the clip statistics a baseline SVM sees, but causal and
+    forgetting, so a device that listens for months stays on the present. State rows: h holds
+    (m, W broadcast), c holds (q, 0).
+    """
+
+    def __init__(self, n_features: int, hidden: int, tau_s: float) -> None:
+        super().__init__()
+        self.value = nn.Linear(n_features, hidden)
+        self.weight = nn.Linear(n_features, 1)
+        self.decay = math.exp(-STEP_SECONDS / tau_s)
+
+    def forward(self, feats: torch.Tensor, state: State, valid: torch.Tensor | None) -> tuple[torch.Tensor, State]:
+        """feats (B, T, F), state rows (2, B, H) each, valid (B, T) or None -> stats (B, T, 2H), new rows."""
+        p = self.value(feats).float()  # (B, T, H)
+        w = torch.sigmoid(self.weight(feats).float())  # (B, T, 1)
+        d = torch.full_like(w, self.decay)
+        if valid is not None:  # a padded step leaves the statistics alone
+            w = w * valid[..., None].to(w.dtype)
+            d = torch.where(valid[..., None], d, torch.ones_like(d))
+        m, big_w = state[0][0].float(), state[0][1].float()  # (B, H), (B, H): W in every column
+        q = state[1][0].float()
+        outs = []
+        for t in range(p.shape[1]):
+            big_w = d[:, t] * big_w + w[:, t]
+            r = w[:, t] / big_w.clamp_min(1e-6)
+            m = m + r * (p[:, t] - m)
+            q = q + r * (p[:, t] * p[:, t] - q)
+            outs.append(torch.cat([m, torch.sqrt(F.relu(q - m * m) + 1e-5)], dim=-1))
+        rows = (torch.stack([m, big_w]), torch.stack([q, torch.zeros_like(q)]))
+        return torch.stack(outs, dim=1), rows
 
 
 # --- fusion -------------------------------------------------------------------------------
@@ -245,9 +328,8 @@ class AVEmotionNet(nn.Module):
         self.fusion = FusionHead(self.dims)
 
     def init_state(self, batch: int = 1) -> State:
-        d = self.dims
         p = next(self.parameters())
-        shape = (d.lstm_layers * (2 if d.bidirectional else 1), batch, d.lstm_hidden)
+        shape = self.dims.state_shape(batch)
         return torch.zeros(shape, device=p.device, dtype=p.dtype), torch.zeros(shape, device=p.device, dtype=p.dtype)
 
     def encode_faces(self, faces: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

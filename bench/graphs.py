@@ -74,7 +74,7 @@ def _exported_graphs(b: Built, batch: int) -> dict[str, Callable[[], object]]:
     v = rng.standard_normal((batch, d.embed_dim)).astype(np.float32)
     a = rng.standard_normal((batch, d.embed_dim)).astype(np.float32)
     on = np.ones(batch, np.float32)
-    zeros = np.zeros((d.lstm_layers, batch, d.lstm_hidden), np.float32)
+    zeros = np.zeros(d.state_shape(batch), np.float32)
     state = [(zeros, zeros)]
     run = backend._run  # the graph backends' one entry point per graph
 

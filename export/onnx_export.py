@@ -6,7 +6,7 @@ The branches run at different rates on a device (faces when the detector finds o
 100 ms), so the network is cut into three graphs (names and shapes in `avemo_edge.manifest`):
 
     visual_encoder.onnx  face (B, C, S, S) -> visual_emb (B, 128)
-    audio_step.onnx      mel (B, 64, N), h_in, c_in (L, B, H) -> audio_emb (B, 128), h_out, c_out
+    audio_step.onnx      mel (B, 64, N), h_in, c_in (R, B, H) -> audio_emb (B, 128), h_out, c_out
     fusion_head.onnx     visual_emb, audio_emb (B, 128), face_mask, audio_mask (B,) -> logits (B, 7), alpha, beta
 
 Each wrapper calls the model's own modules, so the graphs compute what `AVEmotionNet.step` does:

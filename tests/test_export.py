@@ -35,14 +35,14 @@ DIMS = ModelDims(face_size=32, face_mirror=True)  # the mirror gather and batch 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def spread_model() -> AVEmotionNet:
+def spread_model(dims: ModelDims = DIMS) -> AVEmotionNet:
     torch.manual_seed(0)
-    model = AVEmotionNet(DIMS).eval()
+    model = AVEmotionNet(dims).eval()
     with torch.no_grad():
         model.fusion.classifier[0].weight.mul_(8.0)  # logits spread: probabilities far from uniform
         model.fusion.classifier[3].weight.mul_(8.0)
-        model.audio.mel_mean.copy_(torch.linspace(-6.0, -2.0, DIMS.n_mels))  # per-band statistics in the graph
-        model.audio.mel_std.copy_(torch.linspace(1.5, 3.0, DIMS.n_mels))
+        model.audio.mel_mean.copy_(torch.linspace(-6.0, -2.0, dims.n_mels))  # per-band statistics in the graph
+        model.audio.mel_std.copy_(torch.linspace(1.5, 3.0, dims.n_mels))
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
@@ -153,6 +153,22 @@ def test_parity_on_onnxruntime_cpu_with_carried_state(exported, stream):
     fresh = [backend.step(f, a, backend.init_state())[0] for f, a in zip(stream.faces, stream.audio, strict=True)]
     fresh_p = np.exp(fresh) / np.exp(fresh).sum(1, keepdims=True)
     assert np.abs(fresh_p - ref.probs).max() > 1e-2  # forgetting (h, c) between steps would be caught
+
+
+def test_pooled_audio_branch_exports_with_its_statistics_in_the_state(tmp_path):
+    """The pooled statistics ride in extra rows of h and c: the graphs keep their inputs, and a
+    stream with gaps and carried state matches torch."""
+    dims = ModelDims(face_size=32, face_width=8, audio_pool_s=2.0)
+    ckpt = tmp_path / "pooled.pt"
+    save_checkpoint(ckpt, spread_model(dims))
+    report = export_checkpoint(ckpt, tmp_path / "out", parse_formats("onnx"), print)
+    stream = parity_stream(dims, steps=40)
+    quiet = lambda line: None  # noqa: E731
+    result = verify_exports(load_checkpoint(ckpt), tmp_path / "out", report.formats, quiet, stream=stream, threads=1)
+    assert result.ok and result.rows[0].max_abs <= 1e-4, result.lines()
+    backend = create_backend("onnxruntime", tmp_path / "out" / "onnx", provider="cpu", threads=1)
+    h, c = backend.init_state()
+    assert h.shape == c.shape == dims.state_shape(1)
 
 
 def test_streaming_recognizer_runs_unchanged_on_onnxruntime(exported, stream):

@@ -11,7 +11,9 @@ def clip(dims, b=2, t=7):
 
 
 @pytest.mark.parametrize(
-    "dims", [ModelDims(), ModelDims(face_size=64), PAPER_DIMS], ids=["48grey", "64grey", "paper224"]
+    "dims",
+    [ModelDims(), ModelDims(face_size=64), PAPER_DIMS, ModelDims(face_width=8, audio_pool_s=3.0)],
+    ids=["48grey", "64grey", "paper224", "pooled"],
 )
 def test_step_by_step_equals_whole_clip(dims):
     model = AVEmotionNet(dims).eval()
@@ -27,8 +29,9 @@ def test_step_by_step_equals_whole_clip(dims):
     assert torch.allclose(s[0], state[0], atol=1e-6) and torch.allclose(s[1], state[1], atol=1e-6)
 
 
-def test_masked_steps_equal_whole_clip_and_keep_state():
-    model = AVEmotionNet().eval()
+@pytest.mark.parametrize("pool_s", [0.0, 3.0], ids=["plain", "pooled"])
+def test_masked_steps_equal_whole_clip_and_keep_state(pool_s):
+    model = AVEmotionNet(ModelDims(audio_pool_s=pool_s)).eval()
     faces, audio = clip(model.dims)
     fm = torch.tensor([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     am = torch.tensor([[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 1, 1, 1]], dtype=torch.bool)
@@ -41,6 +44,7 @@ def test_masked_steps_equal_whole_clip_and_keep_state():
                 for row in range(2):
                     if not am[row, i]:
                         assert torch.equal(s_new[0][:, row], s[0][:, row])
+                        assert torch.equal(s_new[1][:, row], s[1][:, row])
             s = s_new
             steps.append(out)
     assert torch.allclose(torch.stack(steps, 1), logits, atol=1e-5)
@@ -127,12 +131,13 @@ def test_seven_classes():
     assert EMOTIONS == ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
-def test_padded_streams_equal_each_stream_alone_and_padding_never_reaches_batch_norm():
+@pytest.mark.parametrize("pool_s", [0.0, 3.0], ids=["plain", "pooled"])
+def test_padded_streams_equal_each_stream_alone_and_padding_never_reaches_batch_norm(pool_s):
     """Clips of different lengths in one training batch: the padding after a short clip must not
     change a real step (in train mode batch norm takes its statistics from the batch, so padded
     slices would shift every step's features), and eval mode gives each stream's own numbers."""
     torch.manual_seed(0)
-    model = AVEmotionNet(ModelDims(face_width=8))
+    model = AVEmotionNet(ModelDims(face_width=8, audio_pool_s=pool_s))
     x = torch.randn(3, 7, 64, 10)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5]).bool()
     other = x.clone()
@@ -144,8 +149,37 @@ def test_padded_streams_equal_each_stream_alone_and_padding_never_reaches_batch_
     b, *_ = model(None, other, audio_mask=mask)
     assert torch.allclose(a[mask], b[mask], atol=1e-5)
     model.eval()
-    logits, _, _, (h, _) = model(None, x, audio_mask=mask)
+    logits, _, _, (h, c) = model(None, x, audio_mask=mask)
+    assert h.shape == model.dims.state_shape(3)
     for i, n in enumerate((7, 4, 2)):
-        alone, _, _, (hi, _) = model(None, x[i : i + 1, :n])
+        alone, _, _, (hi, ci) = model(None, x[i : i + 1, :n])
         assert torch.allclose(alone[0], logits[i, :n], atol=1e-5)
         assert torch.allclose(hi[:, 0], h[:, i], atol=1e-5)  # the state after the stream's own last step
+        assert torch.allclose(ci[:, 0], c[:, i], atol=1e-5)
+
+
+def test_pooled_statistics_are_causal_weighted_and_forget():
+    """The pool's running mean is the w-weighted mean of the projected features, it forgets with its
+    time constant (a device listening for months stays on the present), and the state carries it."""
+    torch.manual_seed(0)
+    dims = ModelDims(face_width=8, audio_pool_s=1.0)
+    model = AVEmotionNet(dims).eval()
+    assert dims.state_shape(2) == (dims.lstm_layers + 2, 2, dims.lstm_hidden)
+    pool = model.audio.pool
+    feats = torch.randn(1, 80, model.audio.n_features)
+    zero = (torch.zeros(2, 1, dims.lstm_hidden), torch.zeros(2, 1, dims.lstm_hidden))
+    with torch.no_grad():
+        stats, (h, c) = pool(feats, zero, None)
+        p, w = pool.value(feats)[0], torch.sigmoid(pool.weight(feats))[0]
+        age = torch.arange(79, -1, -1, dtype=torch.float32)[:, None]
+        k = w * pool.decay**age  # each step's weight in the mean after the last step
+        want = (k * p).sum(0) / k.sum()
+        assert torch.allclose(stats[0, -1, : dims.lstm_hidden], want, atol=1e-5)
+        assert torch.allclose(h[0, 0], want, atol=1e-5) and torch.allclose(h[1, 0], k.sum().expand(dims.lstm_hidden))
+        std = ((k * p * p).sum(0) / k.sum() - want**2).clamp_min(0).add(1e-5).sqrt()
+        assert torch.allclose(stats[0, -1, dims.lstm_hidden :], std, atol=1e-4)
+        assert float(k[0] / k.sum()) < 1e-3  # 8 s old with a 1 s time constant: forgotten
+        # the future never reaches the past
+        later = feats.clone()
+        later[:, 20:] += 5.0
+        assert torch.equal(pool(later, zero, None)[0][:, :20], stats[:, :20])

@@ -38,6 +38,7 @@ class TrainConfig:
     # see avemo_edge.audio.LevelNormalizer: it makes the audio branch blind to gain and static EQ
     audio_norm_s: float = 0.0
     audio_norm: str = "band"  # 'band' (per-band running mean) or 'level' (running level alone)
+    audio_pool_s: float = 0.0  # time constant of the audio branch's causal statistics pooling; 0: none
     bidirectional: bool = False
     # optimisation (paper 3.4.1-3.4.6)
     lr: float = 1e-4  # audio branch and fusion

@@ -58,7 +58,7 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
     dims = ModelDims(
         face_size=cfg.face_size, face_channels=cfg.face_channels, face_stem=cfg.face_stem,
         face_width=cfg.face_width, face_mirror=cfg.face_mirror, audio_norm_s=cfg.audio_norm_s,
-        audio_norm=cfg.audio_norm, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+        audio_norm=cfg.audio_norm, audio_pool_s=cfg.audio_pool_s, bidirectional=cfg.bidirectional, dropout=cfg.dropout,
     )  # fmt: skip
     model = AVEmotionNet(dims)
     if cfg.init:
@@ -71,6 +71,9 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
             ckpt = load_checkpoint(path)
             if ckpt.dims.face_size != dims.face_size or ckpt.dims.face_channels != dims.face_channels:
                 raise TrainError(f"{path} has {ckpt.dims.face_size} px faces; this run trains {dims.face_size} px")
+            if prefix == "audio." and ckpt.dims.audio_pool_s != dims.audio_pool_s:
+                have, want = ckpt.dims.audio_pool_s, dims.audio_pool_s
+                raise TrainError(f"{path} has audio_pool_s={have}; this run builds audio_pool_s={want}")
             part = {k[len(prefix) :]: v.float() for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
             getattr(model, prefix[:-1]).load_state_dict(part)
     parts = [p.strip() for p in cfg.freeze.split(",") if p.strip()]
