@@ -234,6 +234,29 @@ def test_crossval_summary_mean_and_sd(tmp_path):
         summarise([tmp_path / "missing"])
 
 
+def test_crossval_of_audio_reports_mean_sd_and_worst_class(tmp_path):
+    from training.crossval import render_audio_reports, summarise_audio_reports
+
+    dirs = []
+    for k, (acc, f1) in enumerate(((0.4, 0.3), (0.6, 0.5))):
+        d = tmp_path / f"cv{k}"
+        d.mkdir()
+        zero = {"mean_probs": {"accuracy": acc, "macro_f1": f1, "per_class_f1": {"sad": 0.1 * k, "angry": 0.9}},
+                "shown_at_end": {"accuracy": acc + 0.02}, "shown_1s_after_onset_accuracy": acc - 0.1}  # fmt: skip
+        gains = {g: {"labels_changed": 0.02 * (k + 1)} for g in ("-20 dB", "-10 dB", "+6 dB")}
+        (d / "audio_report.json").write_text(json.dumps({"split": f"cv{k}", "clips": 300, "+0 dB": zero, **gains}))
+        dirs.append(d)
+    s = summarise_audio_reports(dirs)
+    assert s["stats"]["macro_f1"]["mean"] == pytest.approx(0.4)
+    assert s["stats"]["macro_f1"]["sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert s["labels_changed_mean"]["-20 dB"] == pytest.approx(0.03)
+    assert s["per_class_f1_mean"]["sad"] == pytest.approx(0.05)
+    text = render_audio_reports(s)
+    assert (
+        "**40.0 +- 14.1**" in text and "| cv0 | cv0 | 300 | 40.0 | 30.0 | 30.0 / 42.0 | 2.0 / 2.0 / 2.0 | 0.0 |" in text
+    )
+
+
 def test_recipe_choices_are_checked():
     with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd, not 'lion'"):
         load_config(None, ["optimizer=lion"])
