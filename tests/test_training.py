@@ -359,3 +359,21 @@ def test_each_branch_gets_its_own_learning_rate():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     # lr_audio = 0: the audio branch trains at lr, as before the setting existed
     assert {g["branch"]: g["lr"] for g in param_groups(model, TrainConfig(lr=1e-3))}["audio"] == 1e-3
+
+
+def test_joint_start_scales_the_voice_embedding_and_refuses_a_differently_pooled_branch(tmp_path):
+    from avemo_edge.checkpoint import save_checkpoint
+    from avemo_edge.model import AVEmotionNet, ModelDims
+    from training.train import build_model
+
+    torch.manual_seed(0)
+    pooled = AVEmotionNet(ModelDims(face_size=32, audio_pool_s=3.0))
+    save_checkpoint(tmp_path / "a.pt", pooled)
+    kw = {"face_size": 32, "init_audio": str(tmp_path / "a.pt")}
+    model = build_model(cfg(tmp_path, tmp_path / "j", "joint", audio_pool_s=3.0, audio_emb_scale=0.25, **kw))
+    assert torch.allclose(model.audio.proj.weight, 0.25 * pooled.audio.proj.weight)
+    assert torch.allclose(model.audio.pool.value.weight, pooled.audio.pool.value.weight)  # the rest as it was
+    with pytest.raises(TrainError, match="has audio_pool_s=3.0; this run builds audio_pool_s=0.0"):
+        build_model(cfg(tmp_path, tmp_path / "j", "joint", **kw))
+    with pytest.raises(TrainError, match="audio_emb_scale must be positive"):
+        build_model(cfg(tmp_path, tmp_path / "j", "joint", audio_pool_s=3.0, audio_emb_scale=0.0, **kw))

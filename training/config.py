@@ -99,6 +99,10 @@ class TrainConfig:
     init: str = ""  # a whole checkpoint to start from (fine-tuning, or a warm restart in a later session)
     init_visual: str = ""  # checkpoint whose visual branch starts the joint model
     init_audio: str = ""  # checkpoint whose audio branch (with its normalisation) starts it
+    # Multiplies the audio branch's output projection once, at the start (joint stage): the fresh
+    # fusion head sees the voice embedding at this scale against the face's unit-length one.
+    # The embedding's direction, and so what it carries, is unchanged (docs/DESIGN.md, "Fusion").
+    audio_emb_scale: float = 1.0
     # branches to keep fixed, comma-separated: "visual", "audio" or both. Joint training through
     # the ResNet at every 100 ms step costs about as much as a FER+ epoch per epoch on 2 cores;
     # freezing the pre-trained branches trains the gates and head in minutes instead.

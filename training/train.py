@@ -76,6 +76,12 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
                 raise TrainError(f"{path} has audio_pool_s={have}; this run builds audio_pool_s={want}")
             part = {k[len(prefix) :]: v.float() for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
             getattr(model, prefix[:-1]).load_state_dict(part)
+    if cfg.audio_emb_scale != 1.0:
+        if cfg.audio_emb_scale <= 0:
+            raise TrainError(f"audio_emb_scale must be positive, not {cfg.audio_emb_scale}")
+        with torch.no_grad():
+            model.audio.proj.weight.mul_(cfg.audio_emb_scale)
+            model.audio.proj.bias.mul_(cfg.audio_emb_scale)
     parts = [p.strip() for p in cfg.freeze.split(",") if p.strip()]
     for part in parts:
         if part not in ("visual", "audio"):
