@@ -27,15 +27,29 @@ from avemo_edge.model import EMOTIONS
 COLUMNS = (("accuracy", "accuracy %"), ("macro_f1", "macro F1 %"), ("weighted_f1", "weighted F1 %"))
 
 
+def _read(folder: Path, name: str, how: str) -> dict[str, Any]:
+    path = folder / name
+    if not path.is_file():
+        raise AvemoError(f"{folder} has no {name}; run {how} for that fold first")
+    return json.loads(path.read_text())
+
+
+def _mean_sd(folds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each key's mean and sample sd (ddof 1) across folds."""
+    stats = {}
+    for k in keys:
+        v = np.array([f[k] for f in folds], dtype=float)
+        stats[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    return stats
+
+
 def summarise(eval_dirs: list[Path], variant: str | None = None) -> dict[str, Any]:
     """Per-fold numbers and mean +- sd. `variant` names an ablation row of the reports (such as
     'TCS loss + TCS filter'); None takes each report's main row (the device's smoothing)."""
     folds = []
     for d in eval_dirs:
         path = d / "metrics.json"
-        if not path.is_file():
-            raise AvemoError(f"{d} has no metrics.json; run `avemo-edge evaluate` for that fold first")
-        m = json.loads(path.read_text())
+        m = _read(d, path.name, "`avemo-edge evaluate`")
         if variant is None:
             t = m["test"]
         elif variant in m.get("ablations", {}):
@@ -45,10 +59,7 @@ def summarise(eval_dirs: list[Path], variant: str | None = None) -> dict[str, An
         folds.append({"fold": d.parent.name, "data": m["data"], **{k: t[k] for k, _ in COLUMNS},
                       "macro_auc": t.get("macro_auc", float("nan")),
                       "f1": {c: t["per_class"][c]["f1-score"] for c in EMOTIONS}})  # fmt: skip
-    stats = {}
-    for k in (*(k for k, _ in COLUMNS), "macro_auc"):
-        v = np.array([f[k] for f in folds], dtype=float)
-        stats[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    stats = _mean_sd(folds, (*(k for k, _ in COLUMNS), "macro_auc"))
     per_class = {c: float(np.mean([f["f1"][c] for f in folds])) for c in EMOTIONS}
     return {"variant": variant or "main", "folds": folds, "stats": stats, "per_class_f1_mean": per_class}
 
@@ -60,20 +71,14 @@ def summarise_audio_reports(dirs: list[Path]) -> dict[str, Any]:
     """Per-fold numbers of `training.audio_report` folders and their mean +- sd."""
     folds = []
     for d in dirs:
-        path = d / "audio_report.json"
-        if not path.is_file():
-            raise AvemoError(f"{d} has no audio_report.json; run `python -m training.audio_report ... --out {d}` first")
-        r = json.loads(path.read_text())
+        r = _read(d, "audio_report.json", f"`python -m training.audio_report ... --out {d}`")
         row = r["+0 dB"]["mean_probs"]
         folds.append({"fold": d.name, "split": r["split"], "clips": r["clips"], "accuracy": row["accuracy"],
                       "macro_f1": row["macro_f1"], "f1": row["per_class_f1"],
                       "at_1s": r["+0 dB"]["shown_1s_after_onset_accuracy"],
                       "at_end": r["+0 dB"]["shown_at_end"]["accuracy"],
                       "changed": {g: r[g]["labels_changed"] for g in GAINS}})  # fmt: skip
-    stats = {}
-    for k in ("accuracy", "macro_f1", "at_1s", "at_end"):
-        v = np.array([f[k] for f in folds], dtype=float)
-        stats[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    stats = _mean_sd(folds, ("accuracy", "macro_f1", "at_1s", "at_end"))
     per_class = {c: float(np.mean([f["f1"][c] for f in folds])) for c in folds[0]["f1"]}
     changed = {g: float(np.mean([f["changed"][g] for f in folds])) for g in GAINS}
     return {"variant": "audio_report", "folds": folds, "stats": stats, "per_class_f1_mean": per_class,
