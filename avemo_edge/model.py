@@ -39,7 +39,9 @@ class ModelDims:
     face_channels: int = 1
     # "imagenet": 7x7/2 conv + 3x3/2 max-pool, for the paper's 224 px faces;
     # "small": one 3x3/2 conv and no max-pool, for 48-96 px: a 48 px face reaches layer4 at 3x3,
-    # the same path a 96 px face takes through the ImageNet stem.
+    # the same path a 96 px face takes through the ImageNet stem;
+    # "full": one 3x3/1 conv, no max-pool (as CIFAR ResNets): layer1 sees the face at full
+    # resolution and a 48 px face reaches layer4 at 6x6, for 4x the compute of "small".
     face_stem: str = "small"
     # channels of ResNet-18's first stage (64 in He et al.); each later stage doubles them. A
     # narrower network keeps the paper's depth and block structure at a fraction of the cost.
@@ -71,8 +73,8 @@ class ModelDims:
     def __post_init__(self) -> None:
         if self.audio_norm not in ("band", "level"):
             raise ValueError(f"audio_norm must be 'band' or 'level', not {self.audio_norm!r}")
-        if self.face_stem not in ("imagenet", "small"):
-            raise ValueError(f"face_stem must be 'imagenet' or 'small', not {self.face_stem!r}")
+        if self.face_stem not in ("imagenet", "small", "full"):
+            raise ValueError(f"face_stem must be 'imagenet', 'small' or 'full', not {self.face_stem!r}")
         if self.face_width < 8 or self.face_width % 8:
             raise ValueError(f"face_width must be a positive multiple of 8, not {self.face_width}")
         if self.face_channels not in (1, 3):
@@ -134,7 +136,8 @@ class VisualEncoder(nn.Module):
                 nn.MaxPool2d(3, stride=2, padding=1),
             )  # fmt: skip
         else:
-            self.stem = nn.Sequential(conv3x3(c, w, stride=2), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+            stride = 1 if dims.face_stem == "full" else 2
+            self.stem = nn.Sequential(conv3x3(c, w, stride=stride), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         self.layer1 = self._make_layer(w, w, stride=1)
         self.layer2 = self._make_layer(w, 2 * w, stride=2)
         self.layer3 = self._make_layer(2 * w, 4 * w, stride=2)
@@ -155,7 +158,7 @@ class VisualEncoder(nn.Module):
         n = x.shape[0]
         if self.mirror:
             x = torch.cat([x, x.index_select(-1, self._reverse)])  # (2B, C, S, S): faces, then mirrors
-        x = self.stem(x)  # (B, W, S/4, S/4) imagenet stem, (B, W, S/2, S/2) small stem
+        x = self.stem(x)  # (B, W, S/4, S/4) imagenet stem, (B, W, S/2, S/2) small, (B, W, S, S) full
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 8W, s, s)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 8W)
         if self.mirror:

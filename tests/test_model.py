@@ -183,3 +183,13 @@ def test_pooled_statistics_are_causal_weighted_and_forget():
         later = feats.clone()
         later[:, 20:] += 5.0
         assert torch.equal(pool(later, zero, None)[0][:, :20], stats[:, :20])
+
+
+@pytest.mark.parametrize("stem, side", [("small", 3), ("full", 6)])
+def test_face_stems_reach_layer4_at_their_resolution(stem, side):
+    enc = AVEmotionNet(ModelDims(face_width=8, face_stem=stem)).visual.eval()
+    with torch.no_grad():
+        x = enc.layer4(enc.layer3(enc.layer2(enc.layer1(enc.stem(torch.rand(2, 1, 48, 48))))))
+        emb = enc(torch.rand(2, 1, 48, 48))
+    assert x.shape == (2, 64, side, side)  # 8W channels; a 48 px face at 3x3 (small) or 6x6 (full)
+    assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-4)

@@ -377,3 +377,29 @@ def test_joint_start_scales_the_voice_embedding_and_refuses_a_differently_pooled
         build_model(cfg(tmp_path, tmp_path / "j", "joint", **kw))
     with pytest.raises(TrainError, match="audio_emb_scale must be positive"):
         build_model(cfg(tmp_path, tmp_path / "j", "joint", audio_pool_s=3.0, audio_emb_scale=0.0, **kw))
+
+
+def test_sweep_packs_faces_and_trains_recipes_side_by_side(cache, tmp_path):
+    from training.data import FaceCache
+    from training.sweep import pack_faces, plan_epochs, sweep, unpack_faces
+
+    size = pack_faces(cache / "faces", tmp_path / "faces.npz")
+    assert size > 0
+    n = unpack_faces(tmp_path / "faces.npz", tmp_path / "cache" / "faces")
+    src, back = FaceCache(cache / "faces"), FaceCache(tmp_path / "cache" / "faces")
+    keep = np.isin(src.splits, [0, 1])
+    assert n == keep.sum() and len(back.indices("test")) == 0  # train and val travel; test is scored at home
+    assert np.array_equal(back.labels, src.labels[keep]) and np.allclose(back.votes, src.votes[keep])
+    assert np.abs(back.images.astype(int) - src.images[keep].astype(int)).mean() < 8  # JPEG q90, not raw
+    assert plan_epochs([2.0, 3.0], 100, 1, 50) == 16 and plan_epochs([2.0], 1, 5, 50) == 5
+    (tmp_path / "cache" / "ravdess").mkdir()
+    common = [f"cache={tmp_path / 'cache'}", "stage=visual", "face_size=32", "visual_batch_size=8", "threads=1",
+              "schedule=cosine", "workers=1"]  # fmt: skip
+    res = sweep(["a:face_width=8", "b:face_width=8,face_stem=full"], common, tmp_path / "runs", 120,
+                tmp_path / "export", min_epochs=1, max_epochs=2, echo=lambda *a: None)  # fmt: skip
+    for name in ("a", "b"):
+        assert res[name]["returncode"] == 0 and res[name]["epochs_done"] == res[name]["epochs_planned"]
+        ckpt = load_checkpoint(tmp_path / "export" / f"{name}-fp16.pt")
+        assert ckpt.dims.face_stem == ("full" if name == "b" else "small")
+        assert all(v.dtype == torch.float16 for v in ckpt.state_dict.values() if v.is_floating_point())
+    assert json.loads((tmp_path / "export" / "sweep.json").read_text())["a"]["log"]

@@ -71,6 +71,12 @@ def build_model(cfg: TrainConfig) -> AVEmotionNet:
             ckpt = load_checkpoint(path)
             if ckpt.dims.face_size != dims.face_size or ckpt.dims.face_channels != dims.face_channels:
                 raise TrainError(f"{path} has {ckpt.dims.face_size} px faces; this run trains {dims.face_size} px")
+            theirs, ours = (ckpt.dims.face_stem, ckpt.dims.face_width), (dims.face_stem, dims.face_width)
+            if prefix == "visual." and theirs != ours:
+                raise TrainError(
+                    f"{path} has a {theirs[0]} stem at width {theirs[1]}; this run builds {ours[0]} at width {ours[1]} "
+                    "(set face_stem and face_width to match)"
+                )
             if prefix == "audio." and ckpt.dims.audio_pool_s != dims.audio_pool_s:
                 have, want = ckpt.dims.audio_pool_s, dims.audio_pool_s
                 raise TrainError(f"{path} has audio_pool_s={have}; this run builds audio_pool_s={want}")
@@ -231,7 +237,9 @@ class Run:
             aux_gen = torch.Generator().manual_seed(cfg.seed + 1)
             self.aux_loader = DataLoader(self.aux_set, cfg.visual_batch_size, shuffle=True, generator=aux_gen)
         self.model.to(self.device)
-        self.train_loader = DataLoader(self.train_set, bs, shuffle=True, collate_fn=collate, generator=gen)
+        # each epoch's augmentation is seeded by (seed, epoch, item), so workers change no number
+        loader_kw = {"num_workers": cfg.workers, "pin_memory": self.device.type == "cuda"}
+        self.train_loader = DataLoader(self.train_set, bs, shuffle=True, collate_fn=collate, generator=gen, **loader_kw)
         self.val_loader = DataLoader(self.val_set, bs, shuffle=False, collate_fn=collate)
         groups = param_groups(self.model, cfg)
         if cfg.optimizer == "sgd":
@@ -271,7 +279,8 @@ class Run:
         if not path.exists():
             raise TrainError(f"nothing to resume in {self.out} (no last_state.pt)")
         state = torch.load(path, weights_only=True)
-        free = ("max_epochs", "limit_batches", "threads")  # machinery, not the recipe: may change on resume
+        # machinery, not the recipe: may change on resume
+        free = ("max_epochs", "limit_batches", "threads", "workers", "device")
         saved = {k: v for k, v in state["config"].items() if k not in free}
         now = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         defaults = asdict(TrainConfig())  # a key added since the run was saved had its default then
@@ -399,6 +408,7 @@ class Run:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Any = None, echo: Any = print) -> Path:
     torch.set_num_threads(cfg.threads)
+    torch.backends.cudnn.benchmark = cfg.device.startswith("cuda")  # fixed face size: pick the fastest kernels
     seed_everything(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
