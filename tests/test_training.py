@@ -381,7 +381,7 @@ def test_joint_start_scales_the_voice_embedding_and_refuses_a_differently_pooled
 
 def test_sweep_packs_faces_and_trains_recipes_side_by_side(cache, tmp_path):
     from training.data import FaceCache
-    from training.sweep import pack_faces, plan_epochs, sweep, unpack_faces
+    from training.sweep import SweepError, pack_faces, plan_epochs, sweep, unpack_faces
 
     size = pack_faces(cache / "faces", tmp_path / "faces.npz")
     assert size > 0
@@ -391,6 +391,8 @@ def test_sweep_packs_faces_and_trains_recipes_side_by_side(cache, tmp_path):
     assert n == keep.sum() and len(back.indices("test")) == 0  # train and val travel; test is scored at home
     assert np.array_equal(back.labels, src.labels[keep]) and np.allclose(back.votes, src.votes[keep])
     assert np.abs(back.images.astype(int) - src.images[keep].astype(int)).mean() < 8  # JPEG q90, not raw
+    with pytest.raises(SweepError, match="prepared"):
+        unpack_faces(tmp_path / "faces.npz", cache / "faces")  # never over the lossless cache
     assert plan_epochs([2.0, 3.0], 100, 1, 50) == 16 and plan_epochs([2.0], 1, 5, 50) == 5
     (tmp_path / "cache" / "ravdess").mkdir()
     common = [f"cache={tmp_path / 'cache'}", "stage=visual", "face_size=32", "visual_batch_size=8", "threads=1",

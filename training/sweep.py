@@ -73,6 +73,10 @@ def pack_faces(
 
 def unpack_faces(packed: str | Path, folder: str | Path) -> int:
     """Write a packed face cache back as the folder `FaceCache` reads; returns the number of faces."""
+    index_file = Path(folder) / "index.json"
+    if index_file.exists() and "packed" not in json.loads(index_file.read_text()):
+        # session 11 lost its lossless cache so: a dry run of the GPU script unpacked over it
+        raise SweepError(f"{folder} holds a prepared (lossless) face cache; unpack into another folder")
     z = dict(np.load(packed))  # read each array once (an NpzFile reads it again at every lookup)
     jpeg, lengths = z["jpeg"], z["lengths"]
     ends = np.cumsum(lengths)
